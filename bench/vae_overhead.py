@@ -1,0 +1,193 @@
+"""pyro_lvm against the same VAE written in plain PyTorch, side by side in one run.
+
+Speed (default): steps per second of one training step, interleaved A/B
+repeats, for ``elbo`` and ``iwae`` at K=5 and K=50; prints the ratio
+pyro_lvm / plain (1.0 = no overhead).
+
+Quality (``--epochs N``): trains both for N epochs with the same data, sizes,
+batch and optimizer, then estimates the test NLL of each by importance
+sampling with ``--eval-particles`` particles (plain: its own estimator in
+plain PyTorch; pyro_lvm: :func:`pyro_lvm.evaluation.log_marginal_likelihood`).
+
+    python bench/vae_overhead.py --data-dir ../shared/data
+    python bench/vae_overhead.py --data-dir ../shared/data --epochs 10 --eval-particles 1000 --objectives elbo,iwae5
+"""
+
+import argparse
+import math
+import time
+
+import pyro
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pyro_lvm.data import load_dataset
+from pyro_lvm.evaluation import log_marginal_likelihood
+from pyro_lvm.models import VAE
+from pyro_lvm.objectives import ELBO, IWAE
+from pyro_lvm.train import TrainConfig, Trainer
+
+OBJECTIVES = {"elbo": 1, "iwae5": 5, "iwae50": 50}
+
+
+class PlainVAE(nn.Module):
+    """The same network and parametrization as pyro_lvm's VAE, no Pyro."""
+
+    def __init__(self, d, z, hidden):
+        super().__init__()
+
+        def mlp(i, o, sizes):
+            layers, prev = [], i
+            for h in sizes:
+                layers += [nn.Linear(prev, h), nn.Tanh()]
+                prev = h
+            return nn.Sequential(*layers, nn.Linear(prev, o))
+
+        self.enc = mlp(d, 2 * z, hidden)
+        self.dec = mlp(z, d, list(reversed(hidden)))
+        self.min_scale = 1e-3
+
+    def log_weights(self, x, k):
+        loc, raw = self.enc(x).chunk(2, -1)
+        scale = F.softplus(raw) + self.min_scale
+        eps = torch.randn((k,) + loc.shape, device=x.device)
+        z = loc + scale * eps
+        log_q = (-0.5 * eps**2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_p_z = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_lik = -F.binary_cross_entropy_with_logits(self.dec(z), x.expand(k, *x.shape),
+                                                      reduction="none").sum(-1)
+        return log_lik + log_p_z - log_q  # (k, B)
+
+    def loss(self, x, k, n):
+        lw = self.log_weights(x, k)
+        bound = lw.mean(0) if k == 1 else torch.logsumexp(lw, 0) - math.log(k)
+        return -bound.sum() * (n / x.shape[0])
+
+
+def plain_train(model, data, k, steps, batch, lr, seed, opt=None):
+    g = torch.Generator().manual_seed(seed)
+    opt = opt or torch.optim.Adam(model.parameters(), lr=lr)
+    n = data.shape[0]
+    done, start = 0, time.perf_counter()
+    while done < steps:
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, batch):
+            x = data[perm[i:i + batch]]
+            loss = model.loss(x, k, n)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError("plain PyTorch loss is not finite")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return done / (time.perf_counter() - start), opt
+
+
+@torch.no_grad()
+def plain_nll(model, data, k, batch=100, chunk=100):
+    total = 0.0
+    for i in range(0, data.shape[0], batch):
+        x = data[i:i + batch]
+        acc = torch.full((x.shape[0],), -math.inf)
+        for j in range(0, k, chunk):
+            acc = torch.logaddexp(acc, torch.logsumexp(model.log_weights(x, min(chunk, k - j)), 0))
+        total += (acc - math.log(k)).sum().item()
+    return -total / data.shape[0]
+
+
+def make_objective(k):
+    return ELBO() if k == 1 else IWAE(num_particles=k)
+
+
+def pyro_trainer(train, k, args, epochs):
+    torch.manual_seed(args.seed)
+    model = VAE(input_dim=train.shape[1], latent_dim=args.latent_dim, hidden=args.hidden)
+    cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+    return Trainer(model, make_objective(k), train, config=cfg)
+
+
+def speed(train, args):
+    print(f"{'objective':10s} {'plain steps/s':>14s} {'pyro_lvm steps/s':>17s} {'ratio':>6s}")
+    n = train.shape[0]
+    steps_per_epoch = math.ceil(n / args.batch_size)
+    for name in args.objectives:
+        k = OBJECTIVES[name]
+        torch.manual_seed(args.seed)
+        plain = PlainVAE(train.shape[1], args.latent_dim, args.hidden)
+        trainer = pyro_trainer(train, k, args, epochs=0)
+        plain_train(plain, train, k, 20, args.batch_size, args.lr, 0)  # warm up both
+        trainer.config.epochs = 1
+        trainer.train_data = train[: 20 * args.batch_size]
+        trainer.fit()
+        trainer.train_data = train
+        opt = None
+        plain_rates, pyro_rates = [], []
+        for rep in range(args.repeats):
+            rate, opt = plain_train(plain, train, k, args.steps, args.batch_size, args.lr, rep, opt)
+            plain_rates.append(rate)
+            before_steps, before_time = trainer.step, trainer.train_seconds
+            trainer.config.epochs = trainer.epoch + math.ceil(args.steps / steps_per_epoch)
+            trainer.train_data = train[: args.steps * args.batch_size]
+            trainer.fit()
+            pyro_rates.append((trainer.step - before_steps) / (trainer.train_seconds - before_time))
+        p, q = sorted(plain_rates)[len(plain_rates) // 2], sorted(pyro_rates)[len(pyro_rates) // 2]
+        print(f"{name:10s} {p:14.1f} {q:17.1f} {q / p:6.2f}")
+
+
+def quality(data, args):
+    print(f"{'objective':10s} {'plain NLL':>10s} {'pyro_lvm NLL':>13s} {'diff':>6s} "
+          f"{'plain steps/s':>14s} {'pyro_lvm steps/s':>17s} {'ratio':>6s}")
+    n = data.train.shape[0]
+    steps = args.epochs * math.ceil(n / args.batch_size)
+    for name in args.objectives:
+        k = OBJECTIVES[name]
+        torch.manual_seed(args.seed)
+        plain = PlainVAE(data.input_dim, args.latent_dim, args.hidden)
+        plain_rate, _ = plain_train(plain, data.train, k, steps, args.batch_size, args.lr, args.seed)
+        trainer = pyro_trainer(data.train, k, args, epochs=args.epochs)
+        trainer.fit()
+        pyro_rate = trainer.step / trainer.train_seconds
+        torch.manual_seed(0)
+        nll_plain = plain_nll(plain, data.test, args.eval_particles)
+        pyro.set_rng_seed(0)
+        nll_pyro = -log_marginal_likelihood(trainer.model.model, trainer.model.guide, data.test,
+                                            num_particles=args.eval_particles).mean().item()
+        print(f"{name:10s} {nll_plain:10.2f} {nll_pyro:13.2f} {nll_pyro - nll_plain:6.2f} "
+              f"{plain_rate:14.1f} {pyro_rate:17.1f} {pyro_rate / plain_rate:6.2f}", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="binarized_mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--objectives", default="elbo,iwae5,iwae50")
+    p.add_argument("--latent-dim", type=int, default=50)
+    p.add_argument("--hidden", default="200,200")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=300, help="steps per timed repeat")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=0, help="> 0: also train both fully and compare NLL")
+    p.add_argument("--eval-particles", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    args.objectives = [o for o in args.objectives.split(",") if o]
+    args.hidden = tuple(int(h) for h in args.hidden.split(","))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset, args.data_dir)
+    print(f"torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}, "
+          f"{args.dataset}, {data.input_dim}-{'-'.join(map(str, args.hidden))}-{args.latent_dim}, "
+          f"batch {args.batch_size}")
+    if args.epochs > 0:
+        quality(data, args)
+    else:
+        speed(data.train, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from pyro_lvm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""The base class that every latent-variable model implements."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Dict, Optional, Tuple
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+from torch.distributions import Distribution
+
+
+class LatentVariableModel(PyroModule):
+    r"""A Pyro model/guide pair with the helpers the library's machinery needs.
+
+    A subclass describes a joint density :math:`p_\theta(x, z)` in :meth:`model`
+    and an amortized approximate posterior :math:`q_\phi(z \mid x)` in
+    :meth:`guide`. Both run inside :meth:`data_plate`, a ``pyro.plate`` over the
+    data points whose ``size`` is the size of the whole data set, so that a
+    minibatch of :math:`B` out of :math:`N` points is scaled by :math:`N/B`.
+    The objective is never part of the model: any objective in
+    :mod:`pyro_lvm.objectives` takes ``(model.model, model.guide, x)``.
+
+    Subclasses set ``Config`` (a dataclass of hyperparameters) and implement
+    :meth:`model`, :meth:`guide`, :meth:`encode`, :meth:`decode` and
+    :meth:`prior`. Fitted state lives in parameters and buffers only, so
+    ``state_dict`` plus the config rebuild a model exactly.
+
+    :param config: an instance of the subclass's ``Config``; alternatively pass
+        its fields as keyword arguments.
+    """
+
+    #: dataclass of hyperparameters; every field is a keyword argument.
+    Config: ClassVar[type]
+    #: number of ``pyro.plate`` dims the model uses (the data plate).
+    max_plate_nesting: ClassVar[int] = 1
+    #: name of the observed sample site.
+    observed_site: ClassVar[str] = "x"
+    #: name of the latent sample site(s) that the guide samples.
+    latent_sites: ClassVar[Tuple[str, ...]] = ("z",)
+    #: the name under which the class is registered (set by the registry).
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None, **kwargs: Any):
+        super().__init__()
+        if config is None:
+            config = self.Config(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a config or keyword arguments, not both")
+        elif isinstance(config, dict):
+            config = self.Config(**config)
+        if not isinstance(config, self.Config):
+            raise TypeError(
+                f"config must be a {self.Config.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "LatentVariableModel":
+        """Build a model from a dict as written by :meth:`config_dict`."""
+        names = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = set(config) - names
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} options {sorted(unknown)}; expected some of {sorted(names)}"
+            )
+        kwargs = {}
+        for f in dataclasses.fields(cls.Config):
+            if f.name in config:
+                value = config[f.name]
+                kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**kwargs)
+
+    def config_dict(self) -> Dict[str, Any]:
+        """The hyperparameters as a JSON-serializable dict."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self.config).items()
+        }
+
+    # ------------------------------------------------------------------ plates
+    def data_plate(self, batch_size: int, data_size: Optional[int], device=None):
+        """The plate over data points, scaled for minibatches.
+
+        :param int batch_size: number of points in this call.
+        :param data_size: number of points in the whole data set, or ``None``
+            when the call sees all of it.
+        """
+        if data_size is None or data_size == batch_size:
+            return pyro.plate("data", batch_size, dim=-1)
+        if data_size < batch_size:
+            raise ValueError(
+                f"data_size ({data_size}) must be at least the batch size ({batch_size})"
+            )
+        return pyro.plate(
+            "data", data_size, subsample=torch.arange(batch_size, device=device), dim=-1
+        )
+
+    # --------------------------------------------------------- to implement
+    def model(self, x: Optional[torch.Tensor] = None, *, data_size: Optional[int] = None,
+              num_samples: Optional[int] = None):
+        r"""The generative model :math:`p_\theta(x, z)`.
+
+        With ``x=None`` it generates ``num_samples`` points (the path that
+        :class:`pyro.infer.Predictive` uses).
+        """
+        raise NotImplementedError
+
+    def guide(self, x: torch.Tensor, *, data_size: Optional[int] = None,
+              num_samples: Optional[int] = None):
+        r"""The amortized guide :math:`q_\phi(z \mid x)`."""
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        r""":math:`q_\phi(z \mid x)` as a distribution with batch shape ``x.shape[:1]``."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        r""":math:`p_\theta(x \mid z)` as a distribution over one data point per ``z``."""
+        raise NotImplementedError
+
+    def prior(self, num: int) -> Distribution:
+        r"""The prior :math:`p(z)` with batch shape ``(num,)``."""
+        raise NotImplementedError
+
+    @property
+    def data_support(self) -> str:
+        """What observed values must be: ``"binary"``, ``"unit_interval"`` or ``"real"``."""
+        return "real"
+
+    @property
+    def input_dim(self) -> int:
+        return self.config.input_dim
+
+    # ----------------------------------------------------------------- helpers
+    def check_data(self, x: Any, name: str = "x") -> torch.Tensor:
+        """Validate data at the public boundary and return it as a float tensor.
+
+        Raises :class:`ValueError` that says what was expected and what came.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"{name} must have shape (num_points, {self.input_dim}), got {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is empty")
+        if not x.is_floating_point():
+            x = x.float()
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        support = self.data_support
+        if support == "binary" and not ((x == 0) | (x == 1)).all():
+            raise ValueError(
+                f"{name} must be binary (0/1) for a Bernoulli likelihood; got values in "
+                f"[{x.min().item():.3g}, {x.max().item():.3g}]. Binarize the data "
+                "(e.g. dataset 'dynamic_mnist') or use likelihood='gaussian'."
+            )
+        if support == "unit_interval" and ((x < 0) | (x > 1)).any():
+            raise ValueError(f"{name} must lie in [0, 1]")
+        return x
+
+    def sample_prior(self, num: int) -> torch.Tensor:
+        """Draw ``num`` latent codes from the prior."""
+        return self.prior(num).sample()
+
+    @torch.no_grad()
+    def generate(self, num: int, mean: bool = True) -> torch.Tensor:
+        """Decode ``num`` prior draws; the likelihood's mean when ``mean``, else a sample."""
+        px = self.decode(self.sample_prior(num))
+        return px.mean if mean else px.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Mean of :math:`p_\theta(x \mid z)` at the posterior mean of :math:`q_\phi(z \mid x)`."""
+        return self.decode(self.encode(x).mean).mean
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config_dict().items())
+
+
+def batch_size_of(x: Optional[torch.Tensor], num_samples: Optional[int]) -> int:
+    """Number of points a model call covers: ``len(x)``, or ``num_samples`` when generating."""
+    if x is not None:
+        return x.shape[0]
+    if num_samples is None:
+        raise ValueError("model(x=None) generates data: pass num_samples")
+    if int(num_samples) <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    return int(num_samples)

@@ -1,0 +1,54 @@
+"""Every evaluation number of a trained model, in one dict."""
+
+from __future__ import annotations
+
+import time
+from typing import Dict
+
+import torch
+
+from pyro_lvm.base import LatentVariableModel
+from pyro_lvm.evaluation.elbo_split import elbo_split
+from pyro_lvm.evaluation.latents import active_units, mutual_information
+from pyro_lvm.evaluation.marginal_likelihood import log_marginal_likelihood
+
+
+def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int = 1000,
+             batch_size: int = 100, progress: bool = False, prefix: str = "test") -> Dict[str, float]:
+    """Evaluate ``model`` on ``data``.
+
+    Returns ``{prefix}_nll`` (importance-sampled :math:`-\\log p(x)`, nats per
+    data point), ``nll_particles``, ``{prefix}_neg_elbo``, ``{prefix}_recon``
+    (:math:`-\\mathbb{E}_q \\log p(x \\mid z)`), ``{prefix}_kl``,
+    ``active_units``, ``mutual_info`` and ``eval_seconds``.
+
+    >>> import torch
+    >>> from pyro_lvm.models import PPCA
+    >>> m = PPCA(input_dim=2, latent_dim=1)
+    >>> sorted(evaluate(m, torch.randn(20, 2), num_particles=10))[:3]
+    ['active_units', 'eval_seconds', 'mutual_info']
+    """
+    data = model.check_data(data)
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        ll = log_marginal_likelihood(model.model, model.guide, data, num_particles=num_particles,
+                                     batch_size=batch_size,
+                                     max_plate_nesting=model.max_plate_nesting, progress=progress)
+        split = elbo_split(model.model, model.guide, data,
+                           max_plate_nesting=model.max_plate_nesting)
+        n_active, _ = active_units(model.encode, data)
+        mi = mutual_information(model.encode, data)
+    finally:
+        model.train(was_training)
+    return {
+        f"{prefix}_nll": -ll.mean().item(),
+        "nll_particles": int(num_particles),
+        f"{prefix}_neg_elbo": split["neg_elbo"],
+        f"{prefix}_recon": -split["recon"],
+        f"{prefix}_kl": split["kl"],
+        "active_units": n_active,
+        "mutual_info": mi,
+        "eval_seconds": time.perf_counter() - start,
+    }

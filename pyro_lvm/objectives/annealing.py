@@ -1,0 +1,94 @@
+r"""KL annealing schedules :math:`a(t) \in (0, 1]`.
+
+A schedule multiplies the latent terms of the ELBO at step :math:`t`
+(Bowman et al. 2016). Schedules start above zero: a zero weight would let the
+guide drift freely for the first steps (and ``poutine.scale(0)`` raises).
+
+>>> LinearSchedule(steps=100, start=0.1)(50)
+0.55
+>>> round(SigmoidSchedule(steps=100, start=0.01)(50), 3)
+0.505
+>>> SigmoidSchedule(steps=100)(1000)
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+
+from pyro_lvm.registry import Registry
+
+#: Every schedule, by name (``"none"``, ``"linear"``, ``"sigmoid"``).
+SCHEDULES: Registry = Registry("KL annealing schedule")
+
+
+class Schedule:
+    """Maps a training step to a weight in (0, 1]."""
+
+    def __call__(self, step: int) -> float:
+        raise NotImplementedError
+
+
+@SCHEDULES.register("none")
+class ConstantSchedule(Schedule):
+    """No annealing: the weight is 1 throughout."""
+
+    def __init__(self, steps: int = 0, start: float = 1.0):
+        pass
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return "ConstantSchedule()"
+
+
+class _RampSchedule(Schedule):
+    def __init__(self, steps: int, start: float = 0.01):
+        if int(steps) <= 0:
+            raise ValueError(f"annealing steps must be positive, got {steps}")
+        if not 0.0 < start <= 1.0:
+            raise ValueError(f"annealing must start in (0, 1], got {start}")
+        self.steps = int(steps)
+        self.start = float(start)
+
+    def __call__(self, step: int) -> float:
+        if step >= self.steps:
+            return 1.0
+        return self.start + (1.0 - self.start) * self._shape(max(step, 0) / self.steps)
+
+    def _shape(self, u: float) -> float:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(steps={self.steps}, start={self.start})"
+
+
+@SCHEDULES.register("linear")
+class LinearSchedule(_RampSchedule):
+    r""":math:`a(t) = a_0 + (1 - a_0) \min(t / T, 1)`."""
+
+    def _shape(self, u: float) -> float:
+        return u
+
+
+@SCHEDULES.register("sigmoid")
+class SigmoidSchedule(_RampSchedule):
+    r"""A logistic ramp centred at :math:`T/2`, rescaled to run from :math:`a_0` to 1.
+
+    :math:`a(t) = a_0 + (1 - a_0)\,\frac{s(t) - s(0)}{s(T) - s(0)}` with
+    :math:`s(t) = 1 / (1 + e^{-k (t/T - 1/2)})` and :math:`k = 10`.
+    """
+
+    sharpness = 10.0
+
+    def _shape(self, u: float) -> float:
+        def s(v):
+            return 1.0 / (1.0 + math.exp(-self.sharpness * (v - 0.5)))
+
+        return (s(u) - s(0.0)) / (s(1.0) - s(0.0))
+
+
+def make_schedule(name: str, steps: int = 0, start: float = 0.01) -> Schedule:
+    """Build a schedule by name; ``steps`` and ``start`` are ignored by ``"none"``."""
+    return SCHEDULES.get(name)(steps=steps, start=start)

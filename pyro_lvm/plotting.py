@@ -1,0 +1,68 @@
+"""Figures: arrays in, PNG files out. No pyplot state is touched."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _grid(images: np.ndarray, ncol: int) -> np.ndarray:
+    n, h, w = images.shape
+    nrow = math.ceil(n / ncol)
+    canvas = np.ones((nrow * (h + 1) + 1, ncol * (w + 1) + 1))
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img
+    return canvas
+
+
+def image_grid(images: np.ndarray, image_shape: Tuple[int, int], path, title: str = "",
+               ncol: int = 8) -> Path:
+    """Save rows of ``images`` (values in [0, 1]) as one grid image."""
+    images = np.asarray(images, dtype=float).reshape(-1, *image_shape)
+    canvas = _grid(np.clip(images, 0, 1), ncol)
+    fig = Figure(figsize=(ncol * 0.8, canvas.shape[0] / canvas.shape[1] * ncol * 0.8 + 0.4))
+    ax = fig.add_subplot()
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def reconstructions(inputs: np.ndarray, recon: np.ndarray, image_shape: Tuple[int, int], path,
+                    title: str = "inputs (odd rows) and reconstructions (even rows)",
+                    ncol: int = 8) -> Path:
+    """Inputs and their reconstructions, in alternating rows."""
+    inputs = np.asarray(inputs).reshape(-1, *image_shape)
+    recon = np.asarray(recon).reshape(-1, *image_shape)
+    n = (min(len(inputs), len(recon)) // ncol) * ncol
+    rows = []
+    for r in range(0, n, ncol):
+        rows += [inputs[r:r + ncol], recon[r:r + ncol]]
+    return image_grid(np.concatenate(rows), image_shape, path, title, ncol)
+
+
+def training_curve(history: List[Dict[str, Any]], path, ylabel: str = "loss per data point",
+                   steps_per_epoch: Optional[Sequence[float]] = None) -> Path:
+    """Training and validation loss per epoch."""
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    valid = [(r["epoch"], r["valid_loss"]) for r in history if r.get("valid_loss") is not None]
+    if valid:
+        ax.plot(*zip(*valid), "s-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)

@@ -1,0 +1,166 @@
+"""A run: train a registered model on a named data set into a folder, evaluate it.
+
+A run folder holds ``config.json`` (everything needed to rebuild the model),
+``checkpoint.pt``, ``history.jsonl``, ``metrics.json``, ``eval.json`` after
+:func:`evaluate_run`, and PNG figures.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pyro
+import torch
+
+from pyro_lvm import __version__
+from pyro_lvm.checkpoint import load_checkpoint
+from pyro_lvm.data import DataSplits, load_dataset
+from pyro_lvm.evaluation import evaluate
+from pyro_lvm.objectives import OBJECTIVES, make_schedule
+from pyro_lvm.objectives.base import Objective
+from pyro_lvm.plotting import image_grid, reconstructions, training_curve
+from pyro_lvm.registry import MODELS
+from pyro_lvm.train import CHECKPOINT, TrainConfig, Trainer
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+EVAL = "eval.json"
+
+
+def build_objective(name: str, kl_anneal: str = "none", anneal_steps: int = 0,
+                    anneal_start: float = 0.01, **options: Any) -> Objective:
+    """An objective from its registry name and options.
+
+    Options left at ``None`` are not passed; an option the objective does not
+    take is an error, not silently dropped.
+
+    >>> build_objective("iwae", num_particles=5, gradient="dreg")
+    IWAE(beta=1.0, annealing=ConstantSchedule())
+    >>> build_objective("iwae", free_bits=0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: objective 'iwae' does not take free_bits; it takes: annealing, beta, gradient, max_plate_nesting, num_particles
+    """
+    cls = OBJECTIVES.get(name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    options = {k: v for k, v in options.items() if v is not None}
+    if kl_anneal != "none":
+        options["annealing"] = make_schedule(kl_anneal, anneal_steps, anneal_start)
+    extra = sorted(set(options) - accepted)
+    if extra:
+        raise ValueError(f"objective {name!r} does not take {', '.join(extra)}; "
+                         f"it takes: {', '.join(sorted(accepted))}")
+    return cls(**options)
+
+
+def _write_json(path: Path, obj: Dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def build_model(config: Dict[str, Any]):
+    """Rebuild the model of a run from its ``config.json`` contents."""
+    return MODELS.get(config["model"]).from_config(config["model_config"])
+
+
+def write_figures(model, data: DataSplits, history, out: Path, num: int = 64) -> Dict[str, str]:
+    """Prior samples, reconstructions and the training curve, as PNG files in ``out``."""
+    figures = {}
+    if history:
+        figures["training_curve"] = str(training_curve(history, out / "training_curve.png"))
+    if data.image_shape is not None:
+        model.eval()
+        with torch.no_grad():
+            samples = model.generate(num).cpu().numpy()
+            x = data.test[:32]
+            recon = model.reconstruct(x).cpu().numpy()
+        figures["samples"] = str(image_grid(samples, data.image_shape, out / "samples.png",
+                                            "means of p(x|z), z from the prior"))
+        figures["reconstructions"] = str(reconstructions(x.cpu().numpy(), recon, data.image_shape,
+                                                         out / "reconstructions.png"))
+    return figures
+
+
+def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data_dir=None,
+              model_options: Optional[Dict[str, Any]] = None,
+              objective: str = "elbo", objective_options: Optional[Dict[str, Any]] = None,
+              train: Optional[TrainConfig] = None, eval_particles: int = 1000,
+              resume: bool = False, figures: bool = True) -> Dict[str, Any]:
+    """Train ``model_name`` on ``dataset``, evaluate on the test split, write the run folder.
+
+    Returns the metrics dict written to ``metrics.json``.
+    """
+    out = Path(out)
+    train = train or TrainConfig()
+    model_options = dict(model_options or {})
+    objective_options = dict(objective_options or {})
+    if resume:
+        saved = json.loads((out / CONFIG).read_text())
+        model_name, dataset = saved["model"], saved["dataset"]
+        model_options, objective = saved["model_config"], saved["objective"]
+        objective_options = saved["objective_options"]
+        saved_train = dict(saved["train"])
+        saved_train.update(epochs=train.epochs, progress=train.progress, device=train.device)
+        train = TrainConfig(**saved_train)
+        eval_particles = saved.get("eval_particles", eval_particles)
+        data_dir = data_dir if data_dir is not None else saved.get("data_dir")
+    data = load_dataset(dataset, data_dir)
+    model_cls = MODELS.get(model_name)
+    model_options.setdefault("input_dim", data.input_dim)
+    if model_options["input_dim"] != data.input_dim:
+        raise ValueError(f"input_dim {model_options['input_dim']} does not match the data ({data.input_dim})")
+    pyro.set_rng_seed(train.seed)  # the initial weights follow the seed too
+    model = model_cls.from_config(model_options)
+    obj = build_objective(objective, **objective_options)
+    config = {"model": model_name, "model_config": model.config_dict(), "dataset": dataset,
+              "data_dir": None if data_dir is None else str(data_dir), "objective": objective,
+              "objective_options": objective_options, "train": asdict(train),
+              "eval_particles": eval_particles, "pyro_lvm_version": __version__}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / CONFIG, config)
+    data.to(train.device)
+    trainer = Trainer(model, obj, data.train, data.valid, train, run_dir=out,
+                      train_transform=data.train_transform)
+    history = trainer.fit(resume=resume)
+    metrics = evaluate(model, data.test, num_particles=eval_particles, progress=train.progress)
+    metrics.update(train_steps=trainer.step, train_seconds=trainer.train_seconds,
+                   steps_per_second=trainer.step / max(trainer.train_seconds, 1e-9),
+                   epochs=trainer.epoch, dataset=dataset, model=model_name, objective=objective)
+    if history and history[-1].get("valid_loss") is not None:
+        metrics["valid_loss"] = history[-1]["valid_loss"]
+    if figures:
+        metrics["figures"] = write_figures(model, data, history, out)
+    _write_json(out / METRICS, metrics)
+    return metrics
+
+
+def load_run(run_dir, device: str = "cpu"):
+    """The trained model and the config of a run folder."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG}")
+    config = json.loads((run_dir / CONFIG).read_text())
+    model = build_model(config)
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
+    model.load_state_dict(state["model"])
+    return model.to(device), config
+
+
+def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str = "cpu",
+                 seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Evaluate a trained run on its test split; writes and returns ``eval.json``."""
+    run_dir = Path(run_dir)
+    model, config = load_run(run_dir, device)
+    data_dir = data_dir if data_dir is not None else config.get("data_dir")
+    data = load_dataset(config["dataset"], data_dir).to(device)
+    pyro.set_rng_seed(seed)
+    result = evaluate(model, data.test, num_particles=num_particles, progress=progress)
+    result.update(dataset=config["dataset"], model=config["model"], seed=seed)
+    _write_json(run_dir / EVAL, result)
+    return result

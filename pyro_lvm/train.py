@@ -1,0 +1,255 @@
+"""The training loop: minibatch gradient steps on any objective, nothing else.
+
+No argument parsing and no plotting here: :mod:`pyro_lvm.cli` and
+:mod:`pyro_lvm.runs` build on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyro_lvm.base import LatentVariableModel
+from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
+from pyro_lvm.objectives.base import Objective
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.jsonl"
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the parameters became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Options of :class:`Trainer`.
+
+    :param int epochs: passes over the training data.
+    :param int batch_size: data points per gradient step.
+    :param float lr: Adam learning rate.
+    :param int seed: seeds Pyro/torch and the shuffling.
+    :param str device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+    :param bool progress: show a progress bar.
+    :param clip_norm: clip the gradient norm to this value, or ``None``.
+    """
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+    clip_norm: Optional[float] = None
+
+    def __post_init__(self):
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be non-negative, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError("clip_norm must be positive")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+
+
+class Trainer:
+    """Fit a :class:`~pyro_lvm.base.LatentVariableModel` with an objective by Adam.
+
+    Moves the model and the data to the device once; shuffles with its own
+    generator; runs the steps with Pyro's validation off (the data is checked
+    once, up front, by :meth:`~pyro_lvm.base.LatentVariableModel.check_data`);
+    stops with :class:`TrainingDivergedError` on a non-finite loss before the
+    bad step is applied; after every epoch evaluates the objective on the
+    validation data, appends a line to ``history.jsonl`` and writes the
+    checkpoint atomically, so that :meth:`fit` with ``resume=True`` continues
+    exactly where an interrupted run stopped.
+
+    :param model: the model.
+    :param objective: any :class:`~pyro_lvm.objectives.base.Objective`.
+    :param train: training data, shape ``(N, D)``.
+    :param valid: validation data or ``None``.
+    :param config: :class:`TrainConfig`.
+    :param run_dir: folder for the checkpoint and history, or ``None``.
+    :param train_transform: applied to each minibatch with a generator
+        (e.g. :func:`~pyro_lvm.data.dynamic_binarize`).
+
+    .. doctest::
+
+        >>> import torch
+        >>> from pyro_lvm.models import PPCA
+        >>> from pyro_lvm.objectives import ELBO
+        >>> from pyro_lvm.train import Trainer, TrainConfig
+        >>> model = PPCA(input_dim=2, latent_dim=1)
+        >>> x = torch.randn(200, 2) * torch.tensor([3.0, 0.5])
+        >>> trainer = Trainer(model, ELBO(), x, config=TrainConfig(epochs=2, batch_size=50, progress=False))
+        >>> history = trainer.fit()
+        >>> len(history), trainer.step
+        (2, 8)
+    """
+
+    def __init__(self, model: LatentVariableModel, objective: Objective, train: torch.Tensor,
+                 valid: Optional[torch.Tensor] = None, config: Optional[TrainConfig] = None,
+                 run_dir=None,
+                 train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None):
+        self.config = config or TrainConfig()
+        self.device = torch.device(self.config.device)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.train_data = model.check_data(train, "training data").to(self.device)
+        self.valid_data = None if valid is None else model.check_data(valid, "validation data").to(self.device)
+        self.train_transform = train_transform
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.shuffle_generator = torch.Generator(device="cpu")
+        self.transform_generator = torch.Generator(device=self.device)
+        self.epoch = 0
+        self.step = 0
+        self.train_seconds = 0.0
+        self.history: List[Dict[str, Any]] = []
+
+    # ------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Optional[Path]:
+        return None if self.run_dir is None else self.run_dir / CHECKPOINT
+
+    def state_dict(self) -> Dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state(),
+               "transform": self.transform_generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
+                "history": self.history, "rng": rng, "train_config": asdict(self.config)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.shuffle_generator.set_state(state["rng"]["shuffle"])
+        self.transform_generator.set_state(state["rng"]["transform"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def save(self) -> None:
+        if self.run_dir is not None:
+            save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    def _write_history(self) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / HISTORY
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        tmp.replace(path)
+
+    # ------------------------------------------------------------------ steps
+    def _loss(self, x: torch.Tensor):
+        return self.objective(self.model.model, self.model.guide, x, step=self.step,
+                              data_size=self.train_data.shape[0])
+
+    def train_step(self, x: torch.Tensor) -> float:
+        """One gradient step on the minibatch ``x``; returns the loss per data point."""
+        terms = self._loss(x)
+        loss = terms.loss.item()
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {self.step}; the step was "
+                f"not applied. The last good checkpoint is "
+                f"{self.checkpoint_path or '(none: no run directory)'}. Try a smaller learning "
+                "rate or gradient clipping."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.surrogate.backward()
+        if self.config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        self.optimizer.step()
+        self.step += 1
+        return loss / self.train_data.shape[0]
+
+    @torch.no_grad()
+    def validate(self) -> Optional[float]:
+        """The objective on the validation data, per data point (KL weight at its final value)."""
+        if self.valid_data is None:
+            return None
+        total = 0.0
+        n = self.valid_data.shape[0]
+        with pyro.validation_enabled(False):
+            for start in range(0, n, self.config.batch_size):
+                x = self.valid_data[start:start + self.config.batch_size]
+                terms = self.objective(self.model.model, self.model.guide, x, step=2**62)
+                total += terms.loss.item()
+        return total / n
+
+    def _check_parameters(self) -> None:
+        for name, p in self.model.named_parameters():
+            if not torch.isfinite(p).all():
+                raise TrainingDivergedError(
+                    f"parameter {name!r} is not finite after epoch {self.epoch + 1}; the checkpoint "
+                    f"was not overwritten: {self.checkpoint_path or '(no run directory)'}"
+                )
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, resume: bool = False) -> List[Dict[str, Any]]:
+        """Train for ``config.epochs`` epochs in all; returns the per-epoch history.
+
+        With ``resume`` the checkpoint in ``run_dir`` is loaded first and
+        training continues from the epoch after it.
+        """
+        cfg = self.config
+        if resume:
+            if self.checkpoint_path is None or not self.checkpoint_path.is_file():
+                raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.checkpoint_path}")
+            self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        else:
+            pyro.set_rng_seed(cfg.seed)
+            self.shuffle_generator.manual_seed(cfg.seed)
+            self.transform_generator.manual_seed(cfg.seed + 1)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        n = self.train_data.shape[0]
+        batches = math.ceil(n / cfg.batch_size)
+        self.model.train()
+        while self.epoch < cfg.epochs:
+            start = time.perf_counter()
+            perm = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
+            running, count = 0.0, 0
+            bar = tqdm(range(batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       disable=not cfg.progress, leave=False, mininterval=0.5)
+            with pyro.validation_enabled(False):
+                for i in bar:
+                    x = self.train_data[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+                    if self.train_transform is not None:
+                        x = self.train_transform(x, self.transform_generator)
+                    running += self.train_step(x) * x.shape[0]
+                    count += x.shape[0]
+                    if i % 25 == 0:
+                        bar.set_postfix(loss=f"{running / count:.2f}", refresh=False)
+            bar.close()
+            self.train_seconds += time.perf_counter() - start
+            self._check_parameters()
+            valid = self.validate()
+            record = {"epoch": self.epoch + 1, "step": self.step, "train_loss": running / count,
+                      "valid_loss": valid, "train_seconds": self.train_seconds}
+            self.history.append(record)
+            self.epoch += 1
+            self.save()
+            self._write_history()
+            if cfg.progress:
+                tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}"
+                           + (f", valid loss {valid:.3f}" if valid is not None else ""))
+        return self.history

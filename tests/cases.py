@@ -1,0 +1,43 @@
+"""Tiny instances of every registered model and every objective, for the common suite."""
+
+import torch
+
+from pyro_lvm.models import PPCA, VAE
+from pyro_lvm.objectives import ELBO, IWAE, LinearSchedule, MeanFieldELBO, TraceGraphELBO
+
+
+def _binary(n, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.full((n, d), 0.3), generator=g)
+
+
+def _real(n, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g)
+
+
+#: name -> (factory of a tiny model, factory of data for it)
+MODEL_CASES = {
+    "vae-bernoulli": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16,)), lambda n: _binary(n, 12)),
+    "vae-gaussian": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16, 8), likelihood="gaussian",
+                                 activation="relu"), lambda n: _real(n, 12)),
+    "ppca": (lambda: PPCA(input_dim=4, latent_dim=2), lambda n: _real(n, 4)),
+}
+
+#: registry name -> the cases that cover it
+COVERS = {"vae": ["vae-bernoulli", "vae-gaussian"], "ppca": ["ppca"]}
+
+#: name -> (factory, needs independent latent dimensions)
+OBJECTIVE_CASES = {
+    "elbo": (lambda: ELBO(), False),
+    "elbo-3particles-beta": (lambda: ELBO(num_particles=3, beta=0.5), False),
+    "elbo-freebits": (lambda: ELBO(free_bits=0.2), True),
+    "meanfield": (lambda: MeanFieldELBO(), False),
+    "meanfield-annealed-freebits": (lambda: MeanFieldELBO(annealing=LinearSchedule(10), free_bits=0.2), True),
+    "tracegraph": (lambda: TraceGraphELBO(), False),
+    "iwae": (lambda: IWAE(num_particles=4), False),
+    "iwae-dreg": (lambda: IWAE(num_particles=4, gradient="dreg"), False),
+    "iwae-beta-annealed": (lambda: IWAE(num_particles=4, beta=2.0, annealing=LinearSchedule(5)), False),
+}
+
+OBJECTIVE_COVERS = {"elbo", "meanfield", "tracegraph", "iwae"}

@@ -1,0 +1,84 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyro_lvm.cli import main
+
+REQUIRED = {"test_nll", "nll_particles", "test_neg_elbo", "test_recon", "test_kl", "active_units",
+            "mutual_info"}
+
+
+def _fresh_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYRO_LVM_DATA"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path / "home"), MPLBACKEND="Agg")
+    return env
+
+
+def test_main_command_on_embedded_data_with_no_data_dir(tmp_path):
+    run = tmp_path / "RUN"
+    done = subprocess.run([sys.executable, "-m", "pyro_lvm", "train", "vae", "--epochs", "1",
+                           "--out", str(run), "--no-progress"],
+                          capture_output=True, text=True, env=_fresh_env(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert REQUIRED | {"train_steps", "train_seconds"} <= set(metrics)
+    assert metrics["nll_particles"] == 1000 and metrics["train_steps"] == 50
+    assert 60 < metrics["test_nll"] <= metrics["test_neg_elbo"] + 0.5
+    for name in ("samples.png", "reconstructions.png", "training_curve.png", "config.json",
+                 "checkpoint.pt", "history.jsonl"):
+        assert (run / name).stat().st_size > 0, name
+    assert json.loads(done.stdout)["test_nll"] == metrics["test_nll"]
+
+
+def test_full_form_on_binarized_mnist_then_evaluate_and_resume(data_dir, tmp_path, capsys):
+    run = str(tmp_path / "RUN")
+    args = ["train", "vae", "--dataset", "binarized_mnist", "--data-dir", str(data_dir),
+            "--epochs", "1", "--batch-size", "100", "--lr", "1e-3", "--latent-dim", "5",
+            "--hidden", "20,20", "--activation", "tanh", "--objective", "iwae", "--particles", "5",
+            "--seed", "0", "--out", run, "--eval-particles", "5", "--no-progress", "--no-figures"]
+    assert main(args) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["train_steps"] == 500 and metrics["objective"] == "iwae"
+    assert main(["evaluate", run, "--particles", "20", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert REQUIRED <= set(result) and result["nll_particles"] == 20
+    assert json.loads((tmp_path / "RUN" / "eval.json").read_text()) == result
+    assert result["test_nll"] <= metrics["test_nll"] + 0.5  # more particles: tighter
+    assert main(["train", "vae", "--out", run, "--resume", "--epochs", "2", "--no-progress",
+                 "--no-figures"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["train_steps"] == 1000 and resumed["epochs"] == 2
+
+
+def test_bad_option_value_is_explained(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vae", "--hidden", "2x", "--out", "R"])
+    assert exit_info.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "vae", "--objective", "iwae", "--free-bits", "1", "--out", "R"], "does not take free_bits"),
+    (["train", "vae", "--activation", "swish", "--out", "R"], "activation"),
+    (["train", "vae", "--dataset", "mnist", "--likelihood", "bernoulli", "--data-dir", "/nonexistent",
+      "--out", "R"], "not a directory"),
+    (["evaluate", "/nonexistent/run"], "not a run folder"),
+])
+def test_errors_are_clear(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_gaussian_likelihood_rejects_nothing_but_bernoulli_rejects_grey_levels(data_dir, tmp_path, capsys):
+    code = main(["train", "vae", "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "0",
+                 "--out", str(tmp_path / "R")])
+    assert code == 2 and "binary" in capsys.readouterr().err
+
+
+def test_list():
+    assert main(["list"]) == 0

@@ -1,0 +1,136 @@
+"""One suite over every registered model x every objective (the scikit-learn habit)."""
+
+import pyro
+import pytest
+import torch
+from pyro.infer import Predictive
+from torch.distributions import Independent
+
+from pyro_lvm import MODELS
+from pyro_lvm.objectives import OBJECTIVES
+from pyro_lvm.train import TrainConfig, Trainer
+
+from cases import COVERS, MODEL_CASES, OBJECTIVE_CASES, OBJECTIVE_COVERS
+
+
+def test_every_registered_model_has_a_case():
+    assert set(MODELS.names()) == set(COVERS), "add the new model to tests/cases.py"
+    for cases in COVERS.values():
+        assert all(c in MODEL_CASES for c in cases)
+
+
+def test_every_registered_objective_has_a_case():
+    assert set(OBJECTIVES.names()) == OBJECTIVE_COVERS
+    covered = {name.split("-")[0] for name in OBJECTIVE_CASES}
+    assert covered == OBJECTIVE_COVERS
+
+
+def _applicable(model, objective_case):
+    _, needs_independent = OBJECTIVE_CASES[objective_case]
+    return not needs_independent or isinstance(model.encode(torch.zeros(1, model.input_dim)), Independent)
+
+
+@pytest.mark.parametrize("objective_case", sorted(OBJECTIVE_CASES))
+@pytest.mark.parametrize("model_case", sorted(MODEL_CASES))
+def test_loss_and_gradients(model_case, objective_case):
+    make_model, make_data = MODEL_CASES[model_case]
+    model, x = make_model(), make_data(8)
+    objective = OBJECTIVE_CASES[objective_case][0]()
+    if not _applicable(model, objective_case):
+        with pytest.raises(ValueError, match="independent dimensions"):
+            objective(model.model, model.guide, x)
+        return
+    terms = objective(model.model, model.guide, x, step=3)
+    assert terms.loss.dim() == 0 and torch.isfinite(terms.loss)
+    assert not terms.loss.requires_grad
+    terms.surrogate.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+@pytest.mark.parametrize("objective_case", sorted(OBJECTIVE_CASES))
+@pytest.mark.parametrize("model_case", sorted(MODEL_CASES))
+def test_minibatch_scaling(model_case, objective_case):
+    """With data_size=N a batch of B counts N/B times, for every objective."""
+    make_model, make_data = MODEL_CASES[model_case]
+    model, x = make_model(), make_data(8)
+    if not _applicable(model, objective_case):
+        pytest.skip("objective does not apply to this model")
+    objective = OBJECTIVE_CASES[objective_case][0]()
+    pyro.set_rng_seed(1)
+    full = objective(model.model, model.guide, x).loss
+    pyro.set_rng_seed(1)
+    scaled = objective(model.model, model.guide, x, data_size=80).loss
+    assert torch.allclose(scaled, 10 * full, rtol=1e-5), (scaled, full)
+
+
+@pytest.mark.parametrize("model_case", sorted(MODEL_CASES))
+def test_predictive_generates_and_reconstructs(model_case):
+    make_model, make_data = MODEL_CASES[model_case]
+    model, x = make_model(), make_data(5)
+    prior_pred = Predictive(model.model, num_samples=3)(num_samples=4)
+    assert prior_pred["x"].shape[-2:] == (4, model.input_dim)
+    assert prior_pred["x"].shape[0] == 3
+    posterior_pred = Predictive(model.model, guide=model.guide, num_samples=2, return_sites=["z"])(x)
+    assert posterior_pred["z"].shape[0] == 2
+    assert model.generate(6).shape == (6, model.input_dim)
+    assert model.reconstruct(x).shape == x.shape
+
+
+@pytest.mark.parametrize("model_case", sorted(MODEL_CASES))
+def test_config_and_state_round_trip(model_case):
+    make_model, make_data = MODEL_CASES[model_case]
+    model, x = make_model(), make_data(5)
+    clone = type(model).from_config(model.config_dict())
+    clone.load_state_dict(model.state_dict())
+    for a, b in [(model.encode(x).mean, clone.encode(x).mean)]:
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unknown"):
+        type(model).from_config({**model.config_dict(), "nonsense": 1})
+
+
+@pytest.mark.parametrize("model_case", sorted(MODEL_CASES))
+def test_check_data_rejects_bad_input(model_case):
+    make_model, make_data = MODEL_CASES[model_case]
+    model, x = make_model(), make_data(5)
+    assert torch.equal(model.check_data(x), x)
+    with pytest.raises(ValueError, match="shape"):
+        model.check_data(x[:, :-1])
+    with pytest.raises(ValueError, match="NaN"):
+        model.check_data(torch.full_like(x, float("nan")))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model.check_data(x.numpy())
+    if model.data_support == "binary":
+        with pytest.raises(ValueError, match="binary"):
+            model.check_data(x * 0.5)
+
+
+@pytest.mark.parametrize("objective_case", ["elbo", "iwae-dreg", "tracegraph"])
+@pytest.mark.parametrize("model_case", sorted(MODEL_CASES))
+def test_training_improves_the_objective(model_case, objective_case):
+    make_model, make_data = MODEL_CASES[model_case]
+    model, x = make_model(), make_data(200)
+    objective = OBJECTIVE_CASES[objective_case][0]()
+    trainer = Trainer(model, objective, x, valid=x[:50],
+                      config=TrainConfig(epochs=8, batch_size=25, lr=1e-2, progress=False))
+    history = trainer.fit()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("objective_case", ["elbo", "meanfield", "tracegraph", "iwae", "iwae-dreg"])
+@pytest.mark.parametrize("model_case", sorted(MODEL_CASES))
+def test_cuda_step_and_evaluation(model_case, objective_case):
+    from pyro_lvm.evaluation import evaluate
+
+    make_model, make_data = MODEL_CASES[model_case]
+    model, x = make_model(), make_data(64)
+    trainer = Trainer(model, OBJECTIVE_CASES[objective_case][0](), x, valid=x[:16],
+                      config=TrainConfig(epochs=1, batch_size=16, device="cuda", progress=False))
+    trainer.fit()
+    assert next(model.parameters()).is_cuda
+    result = evaluate(model, x.cuda(), num_particles=20)
+    assert all(v == v for v in result.values())

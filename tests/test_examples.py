@@ -1,0 +1,28 @@
+"""Every example script runs, with a tiny budget, as a user would run it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+#: script -> tiny-budget arguments
+TINY = {
+    "vae.py": ["--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-particles", "5",
+               "--objective", "iwae", "--particles", "2"],
+}
+
+
+def test_every_example_is_covered():
+    scripts = {p.name for p in EXAMPLES.glob("*.py") if "__main__" in p.read_text()}
+    assert scripts == set(TINY), "add new example scripts to TINY"
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_example_runs(script, tmp_path):
+    cmd = [sys.executable, str(EXAMPLES / script), *TINY[script], "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test_nll" in done.stdout
