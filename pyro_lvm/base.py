@@ -39,6 +39,8 @@ class LatentVariableModel(PyroModule):
     observed_site: ClassVar[str] = "x"
     #: name of the latent sample site(s) that the guide samples.
     latent_sites: ClassVar[Tuple[str, ...]] = ("z",)
+    #: registry names of the objectives that apply, or ``None`` for every one.
+    supported_objectives: ClassVar[Optional[Tuple[str, ...]]] = None
     #: the name under which the class is registered (set by the registry).
     registry_name: ClassVar[str] = ""
 

@@ -57,50 +57,130 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> List[str
     return names
 
 
+def _int_list(text: str) -> List[int]:
+    """``"1..8"`` or ``"1,2,4"`` -> a list of positive integers."""
+    try:
+        if ".." in text:
+            lo, hi = (int(v) for v in text.split(".."))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a range like 1..8 or a list like 1,2,4, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _columns(text: str) -> List[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _add_gmm_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-file", required=True, help="CSV file with a header row of numeric columns")
+    p.add_argument("--columns", type=_columns, default=None, help="columns to use, e.g. a,b (default: all)")
+    p.add_argument("--components", type=int, default=3)
+    p.add_argument("--covariance", default="full", choices=("full", "diag", "spherical"))
+    p.add_argument("--method", default="em", choices=("em", "svi", "nuts"))
+    p.add_argument("--restarts", type=int, default=5, help="EM k-means++ restarts (EM initializes every method)")
+    p.add_argument("--tol", type=float, default=1e-3, help="EM tolerance on the mean log-likelihood")
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--reg-covar", type=float, default=1e-6, help="covariance floor")
+    p.add_argument("--svi-steps", type=int, default=300, help="full-batch steps of the enumerated ELBO")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--num-samples", type=int, default=500, help="NUTS draws per chain")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--num-chains", type=int, default=2)
+    p.add_argument("--plot-columns", type=_columns, default=None, help="two columns for the scatter plot")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True)
+
+
+def _run_gmm_train(args) -> Dict[str, Any]:
+    from pyro_lvm.runs_gmm import train_gmm_run
+
+    return train_gmm_run(args.data_file, args.out, components=args.components, covariance=args.covariance,
+                         method=args.method, columns=args.columns, restarts=args.restarts, tol=args.tol,
+                         max_iter=args.max_iter, reg_covar=args.reg_covar, seed=args.seed,
+                         svi_steps=args.svi_steps, lr=args.lr, num_samples=args.num_samples,
+                         warmup=args.warmup, num_chains=args.num_chains, plot_columns=args.plot_columns,
+                         progress=not args.no_progress)
+
+
+def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
+    p.set_defaults(model_fields=_add_config_options(p, cls.Config))
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="binarized_mnist_small", choices=DATASETS.names(),
+                   help="data set (default: the small binarized MNIST shipped in the package)")
+    d.add_argument("--data-dir", default=None, help="data directory (default: $PYRO_LVM_DATA, "
+                   "else a cache folder; missing files are downloaded)")
+    o = p.add_argument_group("objective")
+    o.add_argument("--objective", default="elbo", choices=OBJECTIVES.names())
+    o.add_argument("--particles", type=int, default=None, help="samples per data point (K)")
+    o.add_argument("--gradient", default=None, choices=("reparam", "dreg"),
+                   help="IWAE gradient estimator")
+    o.add_argument("--beta", type=float, default=None, help="KL weight (default 1)")
+    o.add_argument("--kl-anneal", default="none", choices=SCHEDULES.names())
+    o.add_argument("--anneal-steps", type=int, default=10000)
+    o.add_argument("--anneal-start", type=float, default=0.01)
+    o.add_argument("--free-bits", type=float, default=None, help="nats per latent dimension")
+    t = p.add_argument_group("training")
+    defaults = TrainConfig.__dataclass_fields__
+    t.add_argument("--epochs", type=int, default=defaults["epochs"].default)
+    t.add_argument("--batch-size", type=int, default=defaults["batch_size"].default)
+    t.add_argument("--lr", type=float, default=defaults["lr"].default)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    t.add_argument("--clip-norm", type=float, default=None)
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="run folder to write")
+    r.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
+    r.add_argument("--eval-particles", type=int, default=1000,
+                   help="particles for the test log-likelihood (default 1000)")
+    r.add_argument("--no-figures", action="store_true")
+
+
+#: models whose training is not the generic "SVI on a named data set" flow:
+#: name -> (add their options, run); every other model gets the generic flow.
+SPECIAL_TRAIN = {"gmm": (_add_gmm_train_options, _run_gmm_train)}
+
+
 def _add_train_parser(sub) -> None:
-    train = sub.add_parser("train", help="train a model and evaluate it on the test split")
+    train = sub.add_parser("train", help="train a model and evaluate it")
     models = train.add_subparsers(dest="model", metavar="MODEL", required=True)
     for name in MODELS.names():
         cls = MODELS.get(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         p = models.add_parser(name, help=doc, description=doc)
-        p.set_defaults(model_fields=_add_config_options(p, cls.Config))
-        d = p.add_argument_group("data")
-        d.add_argument("--dataset", default="binarized_mnist_small", choices=DATASETS.names(),
-                       help="data set (default: the small binarized MNIST shipped in the package)")
-        d.add_argument("--data-dir", default=None, help="data directory (default: $PYRO_LVM_DATA, "
-                       "else a cache folder; missing files are downloaded)")
-        o = p.add_argument_group("objective")
-        o.add_argument("--objective", default="elbo", choices=OBJECTIVES.names())
-        o.add_argument("--particles", type=int, default=None, help="samples per data point (K)")
-        o.add_argument("--gradient", default=None, choices=("reparam", "dreg"),
-                       help="IWAE gradient estimator")
-        o.add_argument("--beta", type=float, default=None, help="KL weight (default 1)")
-        o.add_argument("--kl-anneal", default="none", choices=SCHEDULES.names())
-        o.add_argument("--anneal-steps", type=int, default=10000)
-        o.add_argument("--anneal-start", type=float, default=0.01)
-        o.add_argument("--free-bits", type=float, default=None, help="nats per latent dimension")
-        t = p.add_argument_group("training")
-        defaults = TrainConfig.__dataclass_fields__
-        t.add_argument("--epochs", type=int, default=defaults["epochs"].default)
-        t.add_argument("--batch-size", type=int, default=defaults["batch_size"].default)
-        t.add_argument("--lr", type=float, default=defaults["lr"].default)
-        t.add_argument("--seed", type=int, default=0)
-        t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-        t.add_argument("--clip-norm", type=float, default=None)
-        t.add_argument("--no-progress", action="store_true", help="no progress bars")
-        r = p.add_argument_group("run")
-        r.add_argument("--out", required=True, help="run folder to write")
-        r.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
-        r.add_argument("--eval-particles", type=int, default=1000,
-                       help="particles for the test log-likelihood (default 1000)")
-        r.add_argument("--no-figures", action="store_true")
+        add_options, run = SPECIAL_TRAIN.get(name, (None, _train))
+        if add_options is None:
+            _add_generic_train_options(p, cls)
+        else:
+            add_options(p)
+        p.set_defaults(run=run)
+
+
+def _add_select_parser(sub) -> None:
+    select = sub.add_parser("select", help="choose a model size by BIC and held-out likelihood")
+    models = select.add_subparsers(dest="model", metavar="MODEL", required=True)
+    p = models.add_parser("gmm", help="number of mixture components")
+    p.add_argument("--data-file", required=True)
+    p.add_argument("--columns", type=_columns, default=None)
+    p.add_argument("--components", type=_int_list, default=list(range(1, 9)), help="e.g. 1..8 (default)")
+    p.add_argument("--covariance", default="full", choices=("full", "diag", "spherical"))
+    p.add_argument("--restarts", type=int, default=5)
+    p.add_argument("--heldout", type=float, default=0.2, help="fraction of rows held out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent-variable models in Pyro.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train_parser(sub)
+    _add_select_parser(sub)
     ev = sub.add_parser("evaluate", help="evaluate a trained run on its test split")
     ev.add_argument("run", metavar="RUN")
     ev.add_argument("--particles", type=int, default=1000)
@@ -137,7 +217,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             result = {"models": MODELS.names(), "objectives": OBJECTIVES.names(),
                       "datasets": DATASETS.names(), "kl_schedules": SCHEDULES.names()}
         elif args.command == "train":
-            result = _train(args)
+            result = args.run(args)
+        elif args.command == "select":
+            from pyro_lvm.runs_gmm import select_gmm
+
+            result = select_gmm(args.data_file, args.out, components=args.components,
+                                covariance=args.covariance, columns=args.columns, restarts=args.restarts,
+                                heldout_fraction=args.heldout, seed=args.seed)
         else:
             from pyro_lvm.runs import evaluate_run
 

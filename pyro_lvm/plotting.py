@@ -66,3 +66,54 @@ def training_curve(history: List[Dict[str, Any]], path, ylabel: str = "loss per 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return Path(path)
+
+
+def mixture_scatter(x: np.ndarray, labels: np.ndarray, locs: np.ndarray, covariances: np.ndarray,
+                    path, columns: Tuple[int, int] = (0, 1), names: Optional[Sequence[str]] = None,
+                    title: str = "") -> Path:
+    """Points coloured by assignment, with each component's 1- and 2-sigma ellipses."""
+    from matplotlib.patches import Ellipse
+
+    i, j = columns
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot()
+    cmap = __import__("matplotlib").colormaps["tab10"]
+    ax.scatter(x[:, i], x[:, j], c=[cmap(int(l) % 10) for l in labels], s=8, alpha=0.6, linewidths=0)
+    for k in range(locs.shape[0]):
+        cov = covariances[k][np.ix_([i, j], [i, j])]
+        vals, vecs = np.linalg.eigh(cov)
+        angle = math.degrees(math.atan2(vecs[1, -1], vecs[0, -1]))
+        for n_std in (1, 2):
+            w, h = 2 * n_std * np.sqrt(np.maximum(vals[::-1], 0))
+            ax.add_patch(Ellipse((locs[k, i], locs[k, j]), w, h, angle=angle, fill=False,
+                                 color=cmap(k % 10), lw=2 if n_std == 1 else 1))
+        ax.plot(locs[k, i], locs[k, j], "kx")
+    names = names or [f"x{i}", f"x{j}"] if names is None else names
+    ax.set_xlabel(names[i] if len(names) > max(i, j) else f"x{i}")
+    ax.set_ylabel(names[j] if len(names) > max(i, j) else f"x{j}")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def selection_curve(ks: Sequence[int], bic: Sequence[float], heldout: Sequence[float], path) -> Path:
+    """BIC and held-out log-likelihood per point against the number of components."""
+    fig = Figure(figsize=(9, 3.5))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax1.plot(ks, bic, "o-")
+    ax1.set_xlabel("components K")
+    ax1.set_ylabel("BIC (lower is better)")
+    best = ks[int(np.argmin(bic))]
+    ax1.axvline(best, color="gray", ls="--", label=f"best K = {best}")
+    ax1.legend()
+    ax2.plot(ks, heldout, "s-", color="C1")
+    ax2.set_xlabel("components K")
+    ax2.set_ylabel("held-out log-likelihood per point")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)

@@ -104,6 +104,11 @@ class Trainer:
                  run_dir=None,
                  train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None):
         self.config = config or TrainConfig()
+        supported = model.supported_objectives
+        name = getattr(type(objective), "registry_name", None)
+        if supported is not None and name not in supported:
+            raise ValueError(f"{type(model).__name__} is trained with the objective(s) {list(supported)}, "
+                             f"not {name!r}")
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.objective = objective

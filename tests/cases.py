@@ -2,8 +2,8 @@
 
 import torch
 
-from pyro_lvm.models import PPCA, VAE
-from pyro_lvm.objectives import ELBO, IWAE, LinearSchedule, MeanFieldELBO, TraceGraphELBO
+from pyro_lvm.models import GMM, PPCA, VAE
+from pyro_lvm.objectives import ELBO, IWAE, EnumELBO, LinearSchedule, MeanFieldELBO, TraceGraphELBO
 
 
 def _binary(n, d, seed=0):
@@ -22,10 +22,14 @@ MODEL_CASES = {
     "vae-gaussian": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16, 8), likelihood="gaussian",
                                  activation="relu"), lambda n: _real(n, 12)),
     "ppca": (lambda: PPCA(input_dim=4, latent_dim=2), lambda n: _real(n, 4)),
+    "gmm-full": (lambda: GMM(input_dim=3, components=3), lambda n: _real(n, 3)),
+    "gmm-diag": (lambda: GMM(input_dim=3, components=2, covariance="diag"), lambda n: _real(n, 3)),
+    "gmm-spherical": (lambda: GMM(input_dim=3, components=2, covariance="spherical"), lambda n: _real(n, 3)),
 }
 
 #: registry name -> the cases that cover it
-COVERS = {"vae": ["vae-bernoulli", "vae-gaussian"], "ppca": ["ppca"]}
+COVERS = {"vae": ["vae-bernoulli", "vae-gaussian"], "ppca": ["ppca"],
+          "gmm": ["gmm-full", "gmm-diag", "gmm-spherical"]}
 
 #: name -> (factory, needs independent latent dimensions)
 OBJECTIVE_CASES = {
@@ -38,6 +42,10 @@ OBJECTIVE_CASES = {
     "iwae": (lambda: IWAE(num_particles=4), False),
     "iwae-dreg": (lambda: IWAE(num_particles=4, gradient="dreg"), False),
     "iwae-beta-annealed": (lambda: IWAE(num_particles=4, beta=2.0, annealing=LinearSchedule(5)), False),
+    "enum": (lambda: EnumELBO(), False),
 }
 
-OBJECTIVE_COVERS = {"elbo", "meanfield", "tracegraph", "iwae"}
+OBJECTIVE_COVERS = {"elbo", "meanfield", "tracegraph", "iwae", "enum"}
+
+#: for the training test: the first objective that applies to a model
+TRAINING_PREFERENCE = ["elbo", "iwae-dreg", "tracegraph", "enum"]

@@ -7,6 +7,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# A relative data directory (the README's PYRO_LVM_DATA=../shared/data) must
+# still hold in subprocesses that run elsewhere.
+if os.environ.get("PYRO_LVM_DATA"):
+    os.environ["PYRO_LVM_DATA"] = os.path.abspath(os.environ["PYRO_LVM_DATA"])
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

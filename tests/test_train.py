@@ -101,3 +101,10 @@ def test_config_validation():
 def test_trainer_rejects_bad_data():
     with pytest.raises(ValueError, match="binary"):
         Trainer(VAE(input_dim=10), ELBO(), _data() * 0.5)
+
+
+def test_trainer_refuses_an_objective_the_model_does_not_declare():
+    from pyro_lvm.models import GMM
+
+    with pytest.raises(ValueError, match="enum"):
+        Trainer(GMM(input_dim=2, components=2), ELBO(), torch.randn(10, 2))

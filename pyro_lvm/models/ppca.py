@@ -77,6 +77,7 @@ class PPCA(LatentVariableModel):
     """
 
     Config = PPCAConfig
+    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae")
 
     def __init__(self, config: Optional[PPCAConfig] = None, **kwargs):
         super().__init__(config, **kwargs)

@@ -97,6 +97,7 @@ class VAE(LatentVariableModel):
     """
 
     Config = VAEConfig
+    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae")
 
     def __init__(self, config: Optional[VAEConfig] = None, **kwargs):
         super().__init__(config, **kwargs)

@@ -14,6 +14,7 @@ from pyro_lvm.objectives.annealing import (
 )
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
 from pyro_lvm.objectives.elbo import ELBO
+from pyro_lvm.objectives.enum import EnumELBO
 from pyro_lvm.objectives.free_bits import free_bits_kl
 from pyro_lvm.objectives.iwae import IWAE
 from pyro_lvm.objectives.kl_weight import LatentScaleMessenger, weight_latents
@@ -21,7 +22,7 @@ from pyro_lvm.objectives.meanfield import MeanFieldELBO
 from pyro_lvm.objectives.tracegraph import TraceGraphELBO
 
 __all__ = [
-    "ConstantSchedule", "ELBO", "IWAE", "LatentScaleMessenger", "LinearSchedule", "LossTerms",
+    "ConstantSchedule", "ELBO", "EnumELBO", "IWAE", "LatentScaleMessenger", "LinearSchedule", "LossTerms",
     "MeanFieldELBO", "OBJECTIVES", "Objective", "SCHEDULES", "Schedule", "SigmoidSchedule",
     "TraceGraphELBO", "free_bits_kl", "make_schedule", "weight_latents",
 ]

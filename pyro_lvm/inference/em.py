@@ -1,0 +1,175 @@
+r"""Expectation-maximization for the Gaussian mixture, in closed form, in torch.
+
+E step: responsibilities :math:`r_{nk} = w_k \mathcal{N}(x_n \mid \mu_k,
+\Sigma_k) / \sum_j w_j \mathcal{N}(x_n \mid \mu_j, \Sigma_j)`.
+
+M step, with :math:`N_k = \sum_n r_{nk}`:
+
+.. math::
+
+    w_k = N_k / N, \qquad \mu_k = \frac{1}{N_k} \sum_n r_{nk} x_n, \qquad
+    \Sigma_k = \frac{1}{N_k} \sum_n r_{nk} (x_n - \mu_k)(x_n - \mu_k)^\top + \epsilon I,
+
+(diagonal: keep the diagonal; spherical: its mean), with the floor
+:math:`\epsilon` = ``reg_covar``. Each iteration cannot decrease the mean
+log-likelihood :math:`\frac1N \sum_n \log p(x_n)` (up to the floor); EM stops
+when it changes by less than ``tol``. Batched over points on any device;
+initialized by k-means++ with several restarts, keeping the best.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+from pyro_lvm.models.gmm import GMM
+
+
+@dataclass
+class EMResult:
+    """Outcome of :func:`fit_em`: the best restart's parameters and log-likelihood trace."""
+
+    weights: torch.Tensor
+    locs: torch.Tensor
+    covariances: torch.Tensor
+    loglik_per_point: float
+    iterations: int
+    converged: bool
+    history: List[float] = field(default_factory=list)
+    restart_logliks: List[float] = field(default_factory=list)
+    degenerate_restarts: int = 0
+
+
+def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): ``k`` rows of ``x``, spread out."""
+    n = x.shape[0]
+    first = torch.randint(n, (1,), generator=generator, device=generator.device).to(x.device)
+    centers = [x[first[0]]]
+    d2 = ((x - centers[0]) ** 2).sum(-1)
+    for _ in range(1, k):
+        total = d2.sum()
+        if total <= 0:
+            idx = torch.randint(n, (1,), generator=generator, device=generator.device).to(x.device)[0]
+        else:
+            idx = torch.multinomial((d2 / total).to(generator.device), 1, generator=generator).to(x.device)[0]
+        centers.append(x[idx])
+        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(-1))
+    return torch.stack(centers)
+
+
+def _log_gauss(x, locs, covariances):
+    """:math:`\\log \\mathcal{N}(x_n \\mid \\mu_k, \\Sigma_k)`, shape ``(N, K)``, via Cholesky."""
+    L = torch.linalg.cholesky(covariances)  # (K, D, D)
+    D = x.shape[-1]
+    diff = (x.unsqueeze(0) - locs.unsqueeze(1)).transpose(-1, -2)  # (K, D, N)
+    sol = torch.linalg.solve_triangular(L, diff, upper=False)  # (K, D, N)
+    maha = (sol**2).sum(-2).T  # (N, K)
+    log_det = 2 * torch.log(L.diagonal(dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * (D * math.log(2 * math.pi) + log_det + maha)
+
+
+def _m_step(x, resp, covariance: str, reg: float):
+    nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
+    weights = nk / x.shape[0]
+    locs = (resp.T @ x) / nk[:, None]
+    D = x.shape[1]
+    eye = torch.eye(D, dtype=x.dtype, device=x.device)
+    if covariance == "full":
+        covs = []
+        for k in range(resp.shape[1]):
+            diff = x - locs[k]
+            covs.append((resp[:, k:k + 1] * diff).T @ diff / nk[k])
+        cov = torch.stack(covs) + reg * eye
+    else:
+        var = (resp.T @ (x * x)) / nk[:, None] - locs**2
+        var = var.clamp_min(0) + reg
+        if covariance == "spherical":
+            var = var.mean(-1, keepdim=True).expand(-1, D)
+        cov = torch.diag_embed(var)
+    return weights, locs, cov
+
+
+def _e_step(x, weights, locs, cov):
+    log_joint = weights.log() + _log_gauss(x, locs, cov)
+    log_norm = torch.logsumexp(log_joint, -1)
+    return torch.exp(log_joint - log_norm[:, None]), log_norm.mean().item()
+
+
+def _run(x, k, covariance, reg, tol, max_iter, generator):
+    centers = kmeans_plusplus(x, k, generator)
+    resp = torch.zeros(x.shape[0], k, dtype=x.dtype, device=x.device)
+    resp[torch.arange(x.shape[0], device=x.device), torch.cdist(x, centers).argmin(-1)] = 1.0
+    params = _m_step(x, resp, covariance, reg)
+    history, converged = [], False
+    prev = -math.inf
+    it = 0
+    for it in range(1, max_iter + 1):
+        resp, ll = _e_step(x, *params)
+        history.append(ll)
+        if abs(ll - prev) < tol:
+            converged = True
+            break
+        prev = ll
+        params = _m_step(x, resp, covariance, reg)
+    else:  # the cap was hit: report the log-likelihood of the parameters returned
+        _, ll = _e_step(x, *params)
+        history.append(ll)
+    return params, ll, it, converged, history
+
+
+def is_degenerate(covariances: torch.Tensor, reg_covar: float) -> bool:
+    """A component collapsed onto a subspace: its smallest variance sits at the floor.
+
+    Such solutions have an unbounded likelihood in the limit (a Gaussian on a
+    few coincident or collinear points) and are artefacts, not fits.
+    """
+    floor = max(reg_covar, 1e-12)
+    return bool((torch.linalg.eigvalsh(covariances).min(-1).values <= 10 * floor).any())
+
+
+@torch.no_grad()
+def fit_em(model: GMM, x: torch.Tensor, restarts: int = 1, tol: float = 1e-3, max_iter: int = 100,
+           seed: int = 0, dtype: Optional[torch.dtype] = torch.float64,
+           allow_degenerate: bool = False) -> EMResult:
+    """Fit ``model``'s globals by EM and set them; returns the best restart.
+
+    :param model: a :class:`~pyro_lvm.models.GMM`; its ``components``,
+        ``covariance`` and ``reg_covar`` are used.
+    :param x: data, shape ``(N, D)``, on any device.
+    :param int restarts: k-means++ initializations; the highest final
+        log-likelihood wins.
+    :param float tol: stop when the mean log-likelihood changes by less.
+    :param int max_iter: iterations per restart at most.
+    :param dtype: computation dtype (float64 by default, as scikit-learn).
+    :param bool allow_degenerate: keep restarts in which a component collapsed
+        onto a subspace (:func:`is_degenerate`); by default the best
+        non-degenerate restart wins when there is one.
+
+    >>> import torch
+    >>> from pyro_lvm.models import GMM
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.cat([torch.randn(200, 2, generator=g) - 4, torch.randn(200, 2, generator=g) + 4])
+    >>> gmm = GMM(input_dim=2, components=2)
+    >>> result = fit_em(gmm, x, restarts=2)
+    >>> result.converged, sorted(result.weights.round(decimals=1).tolist())
+    (True, [0.5, 0.5])
+    """
+    x = model.check_data(x)
+    if restarts < 1 or max_iter < 1 or not tol > 0:
+        raise ValueError("restarts and max_iter must be positive and tol > 0")
+    work = x.to(dtype) if dtype is not None else x
+    c = model.config
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    runs = []
+    for _ in range(restarts):
+        runs.append(_run(work, c.components, c.covariance, c.reg_covar, tol, max_iter, generator))
+    degenerate = [is_degenerate(r[0][2], c.reg_covar) for r in runs]
+    candidates = [r for r, bad in zip(runs, degenerate) if allow_degenerate or not bad] or runs
+    (weights, locs, cov), ll, it, converged, history = max(candidates, key=lambda r: r[1])
+    model.set_parameters(weights, locs, cov)
+    model.set_data_scale(x)
+    return EMResult(weights.to(x.dtype), locs.to(x.dtype), cov.to(x.dtype), ll, it, converged, history,
+                    [r[1] for r in runs], sum(degenerate))

@@ -1,0 +1,177 @@
+"""Gaussian-mixture runs from a CSV file: fit by EM, SVI or NUTS; choose K.
+
+A run folder holds ``config.json``, ``checkpoint.pt`` (the fitted globals),
+``params.json``, ``assignments.csv`` (responsibilities and MAP assignment of
+every row), ``metrics.json``, ``scatter.png`` and, for NUTS,
+``posterior.nc`` (ArviZ: ``posterior``, ``log_likelihood``, ``observed_data``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import pyro
+import torch
+
+from pyro_lvm import __version__
+from pyro_lvm.checkpoint import save_checkpoint
+from pyro_lvm.data.tabular import read_csv_table
+from pyro_lvm.inference.em import fit_em
+from pyro_lvm.models.gmm import GMM
+from pyro_lvm.objectives.enum import EnumELBO
+from pyro_lvm.plotting import mixture_scatter, selection_curve
+from pyro_lvm.train import TrainConfig, Trainer
+
+METHODS = ("em", "svi", "nuts")
+
+
+def _write_json(path: Path, obj: Dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def num_parameters(components: int, dim: int, covariance: str) -> int:
+    """Free parameters of a mixture: weights, means and covariances."""
+    cov = {"full": dim * (dim + 1) // 2, "diag": dim, "spherical": 1}[covariance]
+    return (components - 1) + components * dim + components * cov
+
+
+def bic(loglik_total: float, n: int, components: int, dim: int, covariance: str) -> float:
+    """Bayesian information criterion :math:`-2 \\log L + p \\log N` (lower is better)."""
+    return -2.0 * loglik_total + num_parameters(components, dim, covariance) * math.log(n)
+
+
+def _load(data_file, columns) -> tuple:
+    array, names = read_csv_table(data_file, columns)
+    return torch.from_numpy(array), names
+
+
+def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full", method: str = "em",
+                  columns: Optional[Sequence[str]] = None, restarts: int = 5, tol: float = 1e-3,
+                  max_iter: int = 100, reg_covar: float = 1e-6, seed: int = 0, svi_steps: int = 300,
+                  lr: float = 0.01, num_samples: int = 500, warmup: int = 300, num_chains: int = 2,
+                  plot_columns: Optional[Sequence[str]] = None, progress: bool = False) -> Dict[str, Any]:
+    """Fit a mixture to the numeric columns of a CSV file; writes the run folder, returns metrics."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    x, names = _load(data_file, columns)
+    n, d = x.shape
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pyro.set_rng_seed(seed)
+    model = GMM(input_dim=d, components=components, covariance=covariance, reg_covar=reg_covar).double()
+    x = model.check_data(x)
+    em = fit_em(model, x, restarts=restarts, tol=tol, max_iter=max_iter, seed=seed)
+    metrics: Dict[str, Any] = {"components": components, "covariance": covariance, "method": method,
+                               "n_points": n, "columns": names, "em_iterations": em.iterations,
+                               "em_converged": em.converged, "em_restart_loglik": em.restart_logliks,
+                               "em_degenerate_restarts": em.degenerate_restarts}
+    with torch.no_grad():
+        mle_ll = model.log_likelihood(x).sum().item()
+    if method == "svi":
+        trainer = Trainer(model, EnumELBO(), x, config=TrainConfig(
+            epochs=svi_steps, batch_size=n, lr=lr, seed=seed, progress=progress), run_dir=None)
+        trainer.fit()
+        metrics["svi_steps"] = trainer.step
+        with torch.no_grad():
+            mle_ll = model.log_likelihood(x).sum().item()
+    metrics["train_loglik_per_point"] = mle_ll / n
+    metrics["bic"] = bic(mle_ll, n, components, d, covariance)
+    if method == "nuts":
+        from pyro_lvm.export.arviz import loo, save_netcdf
+        from pyro_lvm.inference.nuts import fit_nuts, rhat_max, to_arviz
+
+        samples, loglik = fit_nuts(model, x, num_samples=num_samples, warmup=warmup,
+                                   num_chains=num_chains, seed=seed, progress=progress)
+        idata = to_arviz(model, samples, loglik, x)
+        save_netcdf(idata, out / "posterior.nc")
+        flat = loglik.reshape(-1, n)
+        lppd = (torch.logsumexp(flat, 0) - math.log(flat.shape[0])).sum().item()
+        metrics.update(train_loglik_per_point=lppd / n, mle_loglik_per_point=mle_ll / n,
+                       r_hat_max=rhat_max(samples), num_samples=num_samples, warmup=warmup,
+                       num_chains=num_chains)
+        try:
+            metrics["elpd_loo"] = float(loo(idata).elpd_loo)
+        except Exception as e:  # LOO is a diagnostic; report why it failed instead of crashing
+            metrics["elpd_loo_error"] = str(e)
+        with torch.no_grad():  # posterior means as the point estimate for the outputs below
+            post = {k: v.reshape(-1, *v.shape[2:]).mean(0) for k, v in samples.items()}
+            from pyro_lvm.inference.nuts import component_scale_tril
+
+            L = component_scale_tril(model, {k: v.unsqueeze(0) for k, v in post.items()})[0]
+            model.set_parameters(post["weights"] / post["weights"].sum(), post["locs"], L @ L.transpose(-1, -2))
+    _save_outputs(model, x, names, out, plot_columns, metrics, method)
+    config = {"model": "gmm", "model_config": model.config_dict(), "data_file": str(data_file),
+              "columns": names, "method": method, "seed": seed, "restarts": restarts, "tol": tol,
+              "max_iter": max_iter, "pyro_lvm_version": __version__}
+    _write_json(out / "config.json", config)
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _save_outputs(model: GMM, x, names, out: Path, plot_columns, metrics, method) -> None:
+    with torch.no_grad():
+        resp = model.responsibilities(x)
+        labels = model.map_assignments(x)
+        weights, locs, covs = (t.detach() for t in (model.weights, model.locs, model.covariances()))
+    save_checkpoint(out / "checkpoint.pt", {"model": model.state_dict()})
+    _write_json(out / "params.json", {"weights": weights.tolist(), "locs": locs.tolist(),
+                                      "covariances": covs.tolist(), "columns": names})
+    header = ",".join([f"p_{k}" for k in range(resp.shape[1])] + ["assignment"])
+    table = np.column_stack([resp.numpy(), labels.numpy()])
+    np.savetxt(out / "assignments.csv", table, delimiter=",", header=header, comments="",
+               fmt=["%.6g"] * resp.shape[1] + ["%d"])
+    xs, c_locs, c_covs = x.numpy(), locs.numpy(), covs.numpy()
+    if x.shape[1] == 1:  # one column: plot it against zero, the ellipses become intervals
+        xs = np.column_stack([xs[:, 0], np.zeros(x.shape[0])])
+        c_locs = np.column_stack([c_locs[:, 0], np.zeros(len(c_locs))])
+        c_covs = np.stack([np.diag([c[0, 0], 1e-12]) for c in c_covs])
+        cols, names = (0, 1), [names[0], ""]
+    elif plot_columns:
+        if len(plot_columns) != 2 or any(c not in names for c in plot_columns):
+            raise ValueError(f"--plot-columns needs two of {names}, got {list(plot_columns)}")
+        cols = (names.index(plot_columns[0]), names.index(plot_columns[1]))
+    else:
+        cols = (0, 1)
+    metrics["figures"] = {"scatter": str(mixture_scatter(
+        xs, labels.numpy(), c_locs, c_covs, out / "scatter.png", cols, names,
+        f"GMM, K={model.config.components}, {model.config.covariance} covariance, {method}"))}
+
+
+def select_gmm(data_file, out, components: Sequence[int] = range(1, 9), covariance: str = "full",
+               columns: Optional[Sequence[str]] = None, restarts: int = 5, tol: float = 1e-3,
+               max_iter: int = 100, heldout_fraction: float = 0.2, seed: int = 0) -> Dict[str, Any]:
+    """BIC (on the training rows) and held-out log-likelihood for each K; writes selection.json/png."""
+    x, names = _load(data_file, columns)
+    n = x.shape[0]
+    if not 0 < heldout_fraction < 1:
+        raise ValueError("heldout fraction must be in (0, 1)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_held = max(1, int(round(heldout_fraction * n)))
+    held, train = x[perm[:n_held]], x[perm[n_held:]]
+    rows = []
+    for k in components:
+        model = GMM(input_dim=x.shape[1], components=k, covariance=covariance).double()
+        fit_em(model, train, restarts=restarts, tol=tol, max_iter=max_iter, seed=seed)
+        with torch.no_grad():
+            ll_train = model.log_likelihood(train).sum().item()
+            ll_held = model.log_likelihood(held).mean().item()
+        rows.append({"components": k, "bic": bic(ll_train, train.shape[0], k, x.shape[1], covariance),
+                     "train_loglik_per_point": ll_train / train.shape[0], "heldout_loglik_per_point": ll_held})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    best = min(rows, key=lambda r: r["bic"])["components"]
+    result = {"criteria": rows, "best_by_bic": best,
+              "best_by_heldout": max(rows, key=lambda r: r["heldout_loglik_per_point"])["components"],
+              "columns": names, "covariance": covariance, "heldout_points": n_held}
+    result["figure"] = str(selection_curve([r["components"] for r in rows], [r["bic"] for r in rows],
+                                           [r["heldout_loglik_per_point"] for r in rows], out / "selection.png"))
+    _write_json(out / "selection.json", result)
+    return result
