@@ -54,8 +54,8 @@ def _load(data_file, columns) -> tuple:
 
 
 def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full", method: str = "em",
-                  columns: Optional[Sequence[str]] = None, restarts: int = 5, tol: float = 1e-3,
-                  max_iter: int = 100, reg_covar: float = 1e-6, seed: int = 0, svi_steps: int = 300,
+                  columns: Optional[Sequence[str]] = None, restarts: int = 5, tol: float = 1e-6,
+                  max_iter: int = 1000, reg_covar: float = 1e-6, seed: int = 0, svi_steps: int = 300,
                   lr: float = 0.01, num_samples: int = 500, warmup: int = 300, num_chains: int = 2,
                   plot_columns: Optional[Sequence[str]] = None, progress: bool = False) -> Dict[str, Any]:
     """Fit a mixture to the numeric columns of a CSV file; writes the run folder, returns metrics."""
