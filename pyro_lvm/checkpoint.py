@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -43,3 +44,11 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location=None) -> Dict[st
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a pyro_lvm checkpoint of format {FORMAT_VERSION}")
     return state
+
+
+def write_json(path: Union[str, os.PathLike], obj: Dict[str, Any]) -> None:
+    """Write ``obj`` as indented JSON, atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -127,7 +127,9 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     o.add_argument("--free-bits", type=float, default=None, help="nats per latent dimension")
     t = p.add_argument_group("training")
     defaults = TrainConfig.__dataclass_fields__
-    t.add_argument("--epochs", type=int, default=defaults["epochs"].default)
+    t.add_argument("--epochs", type=int, default=None,
+                   help="passes over the data (default: the data set's suggestion, 10 for MNIST, "
+                   "50 for the small embedded set)")
     t.add_argument("--batch-size", type=int, default=defaults["batch_size"].default)
     t.add_argument("--lr", type=float, default=defaults["lr"].default)
     t.add_argument("--seed", type=int, default=0)

@@ -50,15 +50,31 @@ def reconstructions(inputs: np.ndarray, recon: np.ndarray, image_shape: Tuple[in
 
 
 def training_curve(history: List[Dict[str, Any]], path, ylabel: str = "loss per data point",
-                   steps_per_epoch: Optional[Sequence[float]] = None) -> Path:
-    """Training and validation loss per epoch."""
+                   step_log: Optional[Sequence[Sequence[float]]] = None) -> Path:
+    """Training loss per step (when ``step_log`` is given) and per epoch, validation loss per epoch.
+
+    The x axis is in epochs; ``step_log`` rows are ``(step, loss)``.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
+    steps_per_epoch = history[0]["step"] / history[0]["epoch"] if history else 1.0
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    if step_log:
+        steps, losses = zip(*step_log)
+        ax.plot(np.asarray(steps) / steps_per_epoch, losses, "-", lw=0.8, alpha=0.5, color="C0",
+                label="train (10-step mean)")
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="C0", label="train (epoch mean)")
     valid = [(r["epoch"], r["valid_loss"]) for r in history if r.get("valid_loss") is not None]
     if valid:
-        ax.plot(*zip(*valid), "s-", label="validation")
+        ax.plot(*zip(*valid), "s-", color="C1", label="validation")
+    if history:
+        finals = [r["train_loss"] for r in history] + [v for _, v in valid]
+        low, high = min(finals), max(finals)
+        pad = max(high - low, 1e-3)
+        ax.set_ylim(low - 0.3 * pad, high + 0.6 * pad)  # keep the first steps from flattening the rest
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -18,7 +17,7 @@ import pyro
 import torch
 
 from pyro_lvm import __version__
-from pyro_lvm.checkpoint import load_checkpoint
+from pyro_lvm.checkpoint import load_checkpoint, write_json
 from pyro_lvm.data import DataSplits, load_dataset
 from pyro_lvm.evaluation import evaluate
 from pyro_lvm.objectives import OBJECTIVES, make_schedule
@@ -58,27 +57,29 @@ def build_objective(name: str, kl_anneal: str = "none", anneal_steps: int = 0,
     return cls(**options)
 
 
-def _write_json(path: Path, obj: Dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
 
 def build_model(config: Dict[str, Any]):
     """Rebuild the model of a run from its ``config.json`` contents."""
     return MODELS.get(config["model"]).from_config(config["model_config"])
 
 
-def write_figures(model, data: DataSplits, history, out: Path, num: int = 64) -> Dict[str, str]:
-    """Prior samples, reconstructions and the training curve, as PNG files in ``out``."""
+def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
+                  step_log=None) -> Dict[str, str]:
+    """Prior samples, reconstructions and the training curve, as PNG files in ``out``.
+
+    Reconstructions use test points spread evenly over the test set (the
+    binarized MNIST test set is sorted by digit).
+    """
     figures = {}
     if history:
-        figures["training_curve"] = str(training_curve(history, out / "training_curve.png"))
+        figures["training_curve"] = str(training_curve(history, out / "training_curve.png",
+                                                       step_log=step_log))
     if data.image_shape is not None:
         model.eval()
         with torch.no_grad():
             samples = model.generate(num).cpu().numpy()
-            x = data.test[:32]
+            n_test = data.test.shape[0]
+            x = data.test[torch.linspace(0, n_test - 1, min(32, n_test)).long().to(data.test.device)]
             recon = model.reconstruct(x).cpu().numpy()
         figures["samples"] = str(image_grid(samples, data.image_shape, out / "samples.png",
                                             "means of p(x|z), z from the prior"))
@@ -111,6 +112,8 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
         eval_particles = saved.get("eval_particles", eval_particles)
         data_dir = data_dir if data_dir is not None else saved.get("data_dir")
     data = load_dataset(dataset, data_dir)
+    if train.epochs is None:
+        train = replace(train, epochs=data.default_epochs)
     model_cls = MODELS.get(model_name)
     model_options.setdefault("input_dim", data.input_dim)
     if model_options["input_dim"] != data.input_dim:
@@ -123,7 +126,7 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
               "objective_options": objective_options, "train": asdict(train),
               "eval_particles": eval_particles, "pyro_lvm_version": __version__}
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / CONFIG, config)
+    write_json(out / CONFIG, config)
     data.to(train.device)
     trainer = Trainer(model, obj, data.train, data.valid, train, run_dir=out,
                       train_transform=data.train_transform)
@@ -135,8 +138,8 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
     if history and history[-1].get("valid_loss") is not None:
         metrics["valid_loss"] = history[-1]["valid_loss"]
     if figures:
-        metrics["figures"] = write_figures(model, data, history, out)
-    _write_json(out / METRICS, metrics)
+        metrics["figures"] = write_figures(model, data, history, out, step_log=trainer.step_log)
+    write_json(out / METRICS, metrics)
     return metrics
 
 
@@ -162,5 +165,5 @@ def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str 
     pyro.set_rng_seed(seed)
     result = evaluate(model, data.test, num_particles=num_particles, progress=progress)
     result.update(dataset=config["dataset"], model=config["model"], seed=seed)
-    _write_json(run_dir / EVAL, result)
+    write_json(run_dir / EVAL, result)
     return result

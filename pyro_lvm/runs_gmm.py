@@ -8,10 +8,7 @@ every row), ``metrics.json``, ``scatter.png`` and, for NUTS,
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -20,7 +17,7 @@ import pyro
 import torch
 
 from pyro_lvm import __version__
-from pyro_lvm.checkpoint import save_checkpoint
+from pyro_lvm.checkpoint import save_checkpoint, write_json
 from pyro_lvm.data.tabular import read_csv_table
 from pyro_lvm.inference.em import fit_em
 from pyro_lvm.models.gmm import GMM
@@ -30,11 +27,6 @@ from pyro_lvm.train import TrainConfig, Trainer
 
 METHODS = ("em", "svi", "nuts")
 
-
-def _write_json(path: Path, obj: Dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def num_parameters(components: int, dim: int, covariance: str) -> int:
@@ -111,8 +103,8 @@ def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full",
     config = {"model": "gmm", "model_config": model.config_dict(), "data_file": str(data_file),
               "columns": names, "method": method, "seed": seed, "restarts": restarts, "tol": tol,
               "max_iter": max_iter, "pyro_lvm_version": __version__}
-    _write_json(out / "config.json", config)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "config.json", config)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -122,7 +114,7 @@ def _save_outputs(model: GMM, x, names, out: Path, plot_columns, metrics, method
         labels = model.map_assignments(x)
         weights, locs, covs = (t.detach() for t in (model.weights, model.locs, model.covariances()))
     save_checkpoint(out / "checkpoint.pt", {"model": model.state_dict()})
-    _write_json(out / "params.json", {"weights": weights.tolist(), "locs": locs.tolist(),
+    write_json(out / "params.json", {"weights": weights.tolist(), "locs": locs.tolist(),
                                       "covariances": covs.tolist(), "columns": names})
     header = ",".join([f"p_{k}" for k in range(resp.shape[1])] + ["assignment"])
     table = np.column_stack([resp.numpy(), labels.numpy()])
@@ -173,5 +165,5 @@ def select_gmm(data_file, out, components: Sequence[int] = range(1, 9), covarian
               "columns": names, "covariance": covariance, "heldout_points": n_held}
     result["figure"] = str(selection_curve([r["components"] for r in rows], [r["bic"] for r in rows],
                                            [r["heldout_loglik_per_point"] for r in rows], out / "selection.png"))
-    _write_json(out / "selection.json", result)
+    write_json(out / "selection.json", result)
     return result

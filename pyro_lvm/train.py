@@ -22,6 +22,7 @@ from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
 from pyro_lvm.objectives.base import Objective
 
 CHECKPOINT = "checkpoint.pt"
+LOG_EVERY = 10
 HISTORY = "history.jsonl"
 
 
@@ -33,7 +34,8 @@ class TrainingDivergedError(RuntimeError):
 class TrainConfig:
     """Options of :class:`Trainer`.
 
-    :param int epochs: passes over the training data.
+    :param epochs: passes over the training data; ``None`` lets
+        :func:`pyro_lvm.runs.train_run` take the data set's suggestion.
     :param int batch_size: data points per gradient step.
     :param float lr: Adam learning rate.
     :param int seed: seeds Pyro/torch and the shuffling.
@@ -42,7 +44,7 @@ class TrainConfig:
     :param clip_norm: clip the gradient norm to this value, or ``None``.
     """
 
-    epochs: int = 10
+    epochs: Optional[int] = 10
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
@@ -51,7 +53,7 @@ class TrainConfig:
     clip_norm: Optional[float] = None
 
     def __post_init__(self):
-        if self.epochs < 0:
+        if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"epochs must be non-negative, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
@@ -104,6 +106,8 @@ class Trainer:
                  run_dir=None,
                  train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None):
         self.config = config or TrainConfig()
+        if self.config.epochs is None:
+            raise ValueError("TrainConfig.epochs must be set for a Trainer")
         supported = model.supported_objectives
         name = getattr(type(objective), "registry_name", None)
         if supported is not None and name not in supported:
@@ -123,6 +127,8 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.history: List[Dict[str, Any]] = []
+        #: (step, mean loss per data point over the last ``LOG_EVERY`` steps)
+        self.step_log: List[List[float]] = []
 
     # ------------------------------------------------------------ checkpoints
     @property
@@ -136,7 +142,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
-                "history": self.history, "rng": rng, "train_config": asdict(self.config)}
+                "history": self.history, "step_log": self.step_log, "rng": rng,
+                "train_config": asdict(self.config)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -144,6 +151,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.history = list(state["history"])
+        self.step_log = [list(r) for r in state.get("step_log", [])]
         torch.set_rng_state(state["rng"]["torch"])
         self.shuffle_generator.set_state(state["rng"]["shuffle"])
         self.transform_generator.set_state(state["rng"]["transform"])
@@ -233,6 +241,7 @@ class Trainer:
             start = time.perf_counter()
             perm = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
             running, count = 0.0, 0
+            window, window_count = 0.0, 0
             bar = tqdm(range(batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not cfg.progress, leave=False, mininterval=0.5)
             with pyro.validation_enabled(False):
@@ -240,8 +249,14 @@ class Trainer:
                     x = self.train_data[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
                     if self.train_transform is not None:
                         x = self.train_transform(x, self.transform_generator)
-                    running += self.train_step(x) * x.shape[0]
+                    loss = self.train_step(x)
+                    running += loss * x.shape[0]
                     count += x.shape[0]
+                    window += loss
+                    window_count += 1
+                    if window_count == LOG_EVERY:
+                        self.step_log.append([self.step, window / window_count])
+                        window, window_count = 0.0, 0
                     if i % 25 == 0:
                         bar.set_postfix(loss=f"{running / count:.2f}", refresh=False)
             bar.close()

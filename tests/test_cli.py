@@ -17,6 +17,12 @@ def _fresh_env(tmp_path):
     return env
 
 
+def test_embedded_data_suggests_more_epochs():
+    from pyro_lvm.data import load_dataset
+
+    assert load_dataset("binarized_mnist_small").default_epochs == 50
+
+
 def test_main_command_on_embedded_data_with_no_data_dir(tmp_path):
     run = tmp_path / "RUN"
     done = subprocess.run([sys.executable, "-m", "pyro_lvm", "train", "vae", "--epochs", "1",

@@ -61,6 +61,8 @@ class DataSplits:
         binarization), with a ``torch.Generator``; ``None`` for none.
     :ivar support: ``"binary"``, ``"unit_interval"`` or ``"real"``.
     :ivar image_shape: how to show one row as an image, or ``None``.
+    :ivar default_epochs: epochs used when a command does not say (a small
+        data set needs more passes for the same number of steps).
     """
 
     name: str
@@ -71,6 +73,7 @@ class DataSplits:
     image_shape: Optional[Tuple[int, ...]] = None
     train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
     info: Dict[str, str] = field(default_factory=dict)
+    default_epochs: int = 10
 
     @property
     def input_dim(self) -> int:
@@ -141,7 +144,7 @@ def binarized_mnist_small(data_dir=None, download: bool = True) -> DataSplits:
     with np.load(io.BytesIO(blob)) as z:
         splits = {k: np.unpackbits(z[k], axis=1, count=int(z["dim"])) for k in ("train", "valid", "test")}
     return DataSplits("binarized_mnist_small", *(_as_float(splits[k]) for k in ("train", "valid", "test")),
-                      support="binary", image_shape=(28, 28),
+                      support="binary", image_shape=(28, 28), default_epochs=50,
                       info={"source": "binarized_mnist (Larochelle & Murray 2011), subset"})
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
+from pyro_lvm.nn.functional import inverse_softplus
 from pyro_lvm.registry import MODELS
 
 COVARIANCES = ("full", "diag", "spherical")
@@ -82,10 +83,6 @@ class GMMConfig:
                 raise ValueError(f"{name} must be positive")
 
 
-def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
-
-
 @MODELS.register("gmm")
 class GMM(LatentVariableModel):
     r"""Gaussian mixture; see the module docstring for the model and its priors.
@@ -119,7 +116,7 @@ class GMM(LatentVariableModel):
         self.locs = nn.Parameter(torch.randn(K, D))
         if self.config.covariance == "full":
             raw = torch.zeros(K, D, D)
-            raw.diagonal(dim1=-2, dim2=-1).fill_(_inverse_softplus(torch.tensor(1.0)).item())
+            raw.diagonal(dim1=-2, dim2=-1).fill_(inverse_softplus(torch.tensor(1.0)).item())
             self.raw_scale = nn.Parameter(raw)
         elif self.config.covariance == "diag":
             self.raw_scale = nn.Parameter(torch.zeros(K, D))
@@ -160,7 +157,7 @@ class GMM(LatentVariableModel):
         if self.config.covariance == "full":
             L = torch.linalg.cholesky(covariances.to(dtype))
             diag = (L.diagonal(dim1=-2, dim2=-1) - math.sqrt(floor)).clamp_min(1e-12)
-            self.raw_scale.copy_(L.tril(-1) + torch.diag_embed(_inverse_softplus(diag)))
+            self.raw_scale.copy_(L.tril(-1) + torch.diag_embed(inverse_softplus(diag)))
         else:
             var = covariances.diagonal(dim1=-2, dim2=-1).to(dtype)
             std = (var.sqrt() - math.sqrt(floor)).clamp_min(1e-12)

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
+from pyro_lvm.nn.functional import inverse_softplus
 from pyro_lvm.registry import MODELS
 
 
@@ -53,10 +54,6 @@ class PPCAConfig:
             raise ValueError("input_dim and latent_dim must be positive")
         if not self.init_noise > 0:
             raise ValueError("init_noise must be positive")
-
-
-def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
 
 
 @MODELS.register("ppca")
@@ -87,7 +84,7 @@ class PPCA(LatentVariableModel):
         self.recognition = nn.Linear(c.input_dim, c.latent_dim)
         self.guide_tril = nn.Parameter(torch.zeros(c.latent_dim, c.latent_dim))
         with torch.no_grad():
-            self.guide_tril.diagonal().fill_(_inverse_softplus(torch.tensor(1.0)).item())
+            self.guide_tril.diagonal().fill_(inverse_softplus(torch.tensor(1.0)).item())
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim))
         self.register_buffer("prior_scale", torch.ones(c.latent_dim))
 
@@ -152,7 +149,7 @@ class PPCA(LatentVariableModel):
         self.recognition.weight.copy_(A)
         self.recognition.bias.copy_(c)
         L = torch.linalg.cholesky(cov * covariance_scale)
-        raw = L.tril(-1) + torch.diag_embed(_inverse_softplus(L.diagonal() - 1e-5))
+        raw = L.tril(-1) + torch.diag_embed(inverse_softplus(L.diagonal() - 1e-5))
         self.guide_tril.copy_(raw)
 
     def mutual_information(self) -> torch.Tensor:
