@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a trained run on its test split")
     ev.add_argument("run", metavar="RUN")
     ev.add_argument("--particles", type=int, default=1000)
+    ev.add_argument("--proposal", default="guide", choices=("guide", "prior"),
+                    help="importance-sampling proposal: the guide, or the prior (naive estimator)")
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--seed", type=int, default=0)
@@ -232,7 +234,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.particles < 1:
                 raise ValueError("--particles must be positive")
             result = evaluate_run(args.run, num_particles=args.particles, data_dir=args.data_dir,
-                                  device=args.device, seed=args.seed, progress=not args.no_progress)
+                                  device=args.device, seed=args.seed, progress=not args.no_progress,
+                                  proposal=args.proposal)
     except (ValueError, TypeError, KeyError, FileNotFoundError, DataNotFoundError,
             TrainingDivergedError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -156,14 +156,18 @@ def load_run(run_dir, device: str = "cpu"):
 
 
 def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str = "cpu",
-                 seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+                 seed: int = 0, progress: bool = True, proposal: str = "guide") -> Dict[str, Any]:
     """Evaluate a trained run on its test split; writes and returns ``eval.json``."""
     run_dir = Path(run_dir)
     model, config = load_run(run_dir, device)
+    if "dataset" not in config:
+        raise ValueError(f"{run_dir} was not trained on a named data set (its metrics.json has its "
+                         "numbers); 'evaluate' re-evaluates runs of the generic training flow")
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
     data = load_dataset(config["dataset"], data_dir).to(device)
     pyro.set_rng_seed(seed)
-    result = evaluate(model, data.test, num_particles=num_particles, progress=progress)
+    result = evaluate(model, data.test, num_particles=num_particles, progress=progress,
+                      proposal=proposal)
     result.update(dataset=config["dataset"], model=config["model"], seed=seed)
     write_json(run_dir / EVAL, result)
     return result

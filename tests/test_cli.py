@@ -53,6 +53,10 @@ def test_full_form_on_binarized_mnist_then_evaluate_and_resume(data_dir, tmp_pat
     assert REQUIRED <= set(result) and result["nll_particles"] == 20
     assert json.loads((tmp_path / "RUN" / "eval.json").read_text()) == result
     assert result["test_nll"] <= metrics["test_nll"] + 0.5  # more particles: tighter
+    assert main(["evaluate", run, "--particles", "20", "--proposal", "prior", "--no-progress"]) == 0
+    naive = json.loads(capsys.readouterr().out)
+    assert naive["nll_proposal"] == "prior"
+    assert naive["test_nll"] > result["test_nll"] + 1  # the naive estimator is far looser
     assert main(["train", "vae", "--out", run, "--resume", "--epochs", "2", "--no-progress",
                  "--no-figures"]) == 0
     resumed = json.loads(capsys.readouterr().out)

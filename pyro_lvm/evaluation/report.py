@@ -14,13 +14,15 @@ from pyro_lvm.evaluation.marginal_likelihood import log_marginal_likelihood
 
 
 def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int = 1000,
-             batch_size: int = 100, progress: bool = False, prefix: str = "test") -> Dict[str, float]:
+             batch_size: int = 100, progress: bool = False, prefix: str = "test",
+             proposal: str = "guide") -> Dict[str, float]:
     """Evaluate ``model`` on ``data``.
 
     Returns ``{prefix}_nll`` (importance-sampled :math:`-\\log p(x)`, nats per
     data point), ``nll_particles``, ``{prefix}_neg_elbo``, ``{prefix}_recon``
     (:math:`-\\mathbb{E}_q \\log p(x \\mid z)`), ``{prefix}_kl``,
-    ``active_units``, ``mutual_info`` and ``eval_seconds``.
+    ``active_units``, ``mutual_info`` and ``eval_seconds``; ``proposal="prior"``
+    uses the naive estimator (samples from the prior) for ``{prefix}_nll``.
 
     >>> import torch
     >>> from pyro_lvm.models import PPCA
@@ -34,7 +36,7 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     model.eval()
     try:
         ll = log_marginal_likelihood(model.model, model.guide, data, num_particles=num_particles,
-                                     batch_size=batch_size,
+                                     batch_size=batch_size, proposal=proposal,
                                      max_plate_nesting=model.max_plate_nesting, progress=progress)
         split = elbo_split(model.model, model.guide, data,
                            max_plate_nesting=model.max_plate_nesting)
@@ -45,6 +47,7 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     return {
         f"{prefix}_nll": -ll.mean().item(),
         "nll_particles": int(num_particles),
+        "nll_proposal": proposal,
         f"{prefix}_neg_elbo": split["neg_elbo"],
         f"{prefix}_recon": -split["recon"],
         f"{prefix}_kl": split["kl"],
