@@ -3,7 +3,7 @@
 import torch
 
 from pyro_lvm.models import GMM, PPCA, VAE
-from pyro_lvm.objectives import ELBO, IWAE, EnumELBO, LinearSchedule, MeanFieldELBO, TraceGraphELBO
+from pyro_lvm.objectives import ELBO, IWAE, VIMCO, EnumELBO, LinearSchedule, MeanFieldELBO, TraceGraphELBO
 
 
 def _binary(n, d, seed=0):
@@ -43,9 +43,10 @@ OBJECTIVE_CASES = {
     "iwae-dreg": (lambda: IWAE(num_particles=4, gradient="dreg"), False),
     "iwae-beta-annealed": (lambda: IWAE(num_particles=4, beta=2.0, annealing=LinearSchedule(5)), False),
     "enum": (lambda: EnumELBO(), False),
+    "vimco": (lambda: VIMCO(num_particles=3), False),
 }
 
-OBJECTIVE_COVERS = {"elbo", "meanfield", "tracegraph", "iwae", "enum"}
+OBJECTIVE_COVERS = {"elbo", "meanfield", "tracegraph", "iwae", "enum", "vimco"}
 
 #: for the training test: the first objective that applies to a model
 TRAINING_PREFERENCE = ["elbo", "iwae-dreg", "tracegraph", "enum"]

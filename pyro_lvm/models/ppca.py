@@ -74,7 +74,7 @@ class PPCA(LatentVariableModel):
     """
 
     Config = PPCAConfig
-    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae")
+    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae", "vimco")
 
     def __init__(self, config: Optional[PPCAConfig] = None, **kwargs):
         super().__init__(config, **kwargs)

@@ -97,7 +97,7 @@ class VAE(LatentVariableModel):
     """
 
     Config = VAEConfig
-    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae")
+    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae", "vimco")
 
     def __init__(self, config: Optional[VAEConfig] = None, **kwargs):
         super().__init__(config, **kwargs)

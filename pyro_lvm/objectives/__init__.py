@@ -20,9 +20,10 @@ from pyro_lvm.objectives.iwae import IWAE
 from pyro_lvm.objectives.kl_weight import LatentScaleMessenger, weight_latents
 from pyro_lvm.objectives.meanfield import MeanFieldELBO
 from pyro_lvm.objectives.tracegraph import TraceGraphELBO
+from pyro_lvm.objectives.vimco import VIMCO
 
 __all__ = [
     "ConstantSchedule", "ELBO", "EnumELBO", "IWAE", "LatentScaleMessenger", "LinearSchedule", "LossTerms",
     "MeanFieldELBO", "OBJECTIVES", "Objective", "SCHEDULES", "Schedule", "SigmoidSchedule",
-    "TraceGraphELBO", "free_bits_kl", "make_schedule", "weight_latents",
+    "TraceGraphELBO", "VIMCO", "free_bits_kl", "make_schedule", "weight_latents",
 ]
