@@ -136,6 +136,14 @@ class LatentVariableModel(PyroModule):
     def input_dim(self) -> int:
         return self.config.input_dim
 
+    @property
+    def default_objective(self) -> str:
+        """The objective used when a command does not name one."""
+        return "elbo"
+
+    def set_step(self, step: int) -> None:
+        """Called by the trainer before every step (e.g. to anneal a temperature); no-op here."""
+
     # ----------------------------------------------------------------- helpers
     def check_data(self, x: Any, name: str = "x") -> torch.Tensor:
         """Validate data at the public boundary and return it as a float tensor.

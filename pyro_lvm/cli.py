@@ -116,7 +116,8 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     d.add_argument("--data-dir", default=None, help="data directory (default: $PYRO_LVM_DATA, "
                    "else a cache folder; missing files are downloaded)")
     o = p.add_argument_group("objective")
-    o.add_argument("--objective", default="elbo", choices=OBJECTIVES.names())
+    o.add_argument("--objective", default=None, choices=OBJECTIVES.names(),
+                   help="default: the model's own (elbo; for discrete VAEs the estimator's)")
     o.add_argument("--particles", type=int, default=None, help="samples per data point (K)")
     o.add_argument("--gradient", default=None, choices=("reparam", "dreg"),
                    help="IWAE gradient estimator")

@@ -90,10 +90,12 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
 
 def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data_dir=None,
               model_options: Optional[Dict[str, Any]] = None,
-              objective: str = "elbo", objective_options: Optional[Dict[str, Any]] = None,
+              objective: Optional[str] = None, objective_options: Optional[Dict[str, Any]] = None,
               train: Optional[TrainConfig] = None, eval_particles: int = 1000,
               resume: bool = False, figures: bool = True) -> Dict[str, Any]:
     """Train ``model_name`` on ``dataset``, evaluate on the test split, write the run folder.
+
+    ``objective=None`` takes the model's ``default_objective``.
 
     Returns the metrics dict written to ``metrics.json``.
     """
@@ -120,6 +122,7 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
         raise ValueError(f"input_dim {model_options['input_dim']} does not match the data ({data.input_dim})")
     pyro.set_rng_seed(train.seed)  # the initial weights follow the seed too
     model = model_cls.from_config(model_options)
+    objective = objective or model.default_objective
     obj = build_objective(objective, **objective_options)
     config = {"model": model_name, "model_config": model.config_dict(), "dataset": dataset,
               "data_dir": None if data_dir is None else str(data_dir), "objective": objective,

@@ -177,6 +177,7 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor) -> float:
         """One gradient step on the minibatch ``x``; returns the loss per data point."""
+        self.model.set_step(self.step)
         terms = self._loss(x)
         loss = terms.loss.item()
         if not math.isfinite(loss):

@@ -2,7 +2,7 @@
 
 import torch
 
-from pyro_lvm.models import GMM, PPCA, VAE
+from pyro_lvm.models import GMM, PPCA, VAE, BernVAE, CatVAE
 from pyro_lvm.objectives import ELBO, IWAE, VIMCO, EnumELBO, LinearSchedule, MeanFieldELBO, TraceGraphELBO
 
 
@@ -22,6 +22,14 @@ MODEL_CASES = {
     "vae-gaussian": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16, 8), likelihood="gaussian",
                                  activation="relu"), lambda n: _real(n, 12)),
     "ppca": (lambda: PPCA(input_dim=4, latent_dim=2), lambda n: _real(n, 4)),
+    **{f"bernvae-{e}": (lambda e=e: BernVAE(input_dim=12, latent_dim=4, hidden=(16,), estimator=e),
+                        lambda n: _binary(n, 12))
+       for e in ("reinforce", "vimco", "st", "gumbel", "st-gumbel")},
+    **{f"catvae-{e}": (lambda e=e: CatVAE(input_dim=12, num_latents=3, num_classes=4, hidden=(16,),
+                                          estimator=e), lambda n: _binary(n, 12))
+       for e in ("reinforce", "vimco", "st", "gumbel", "st-gumbel")},
+    "catvae-enum": (lambda: CatVAE(input_dim=12, num_latents=1, num_classes=4, hidden=(16,), estimator="enum"),
+                    lambda n: _binary(n, 12)),
     "gmm-full": (lambda: GMM(input_dim=3, components=3), lambda n: _real(n, 3)),
     "gmm-diag": (lambda: GMM(input_dim=3, components=2, covariance="diag"), lambda n: _real(n, 3)),
     "gmm-spherical": (lambda: GMM(input_dim=3, components=2, covariance="spherical"), lambda n: _real(n, 3)),
@@ -29,7 +37,9 @@ MODEL_CASES = {
 
 #: registry name -> the cases that cover it
 COVERS = {"vae": ["vae-bernoulli", "vae-gaussian"], "ppca": ["ppca"],
-          "gmm": ["gmm-full", "gmm-diag", "gmm-spherical"]}
+          "gmm": ["gmm-full", "gmm-diag", "gmm-spherical"],
+          "bernvae": [f"bernvae-{e}" for e in ("reinforce", "vimco", "st", "gumbel", "st-gumbel")],
+          "catvae": [f"catvae-{e}" for e in ("reinforce", "vimco", "st", "gumbel", "st-gumbel", "enum")]}
 
 #: name -> (factory, needs independent latent dimensions)
 OBJECTIVE_CASES = {
@@ -49,4 +59,4 @@ OBJECTIVE_CASES = {
 OBJECTIVE_COVERS = {"elbo", "meanfield", "tracegraph", "iwae", "enum", "vimco"}
 
 #: for the training test: the first objective that applies to a model
-TRAINING_PREFERENCE = ["elbo", "iwae-dreg", "tracegraph", "enum"]
+TRAINING_PREFERENCE = ["elbo", "iwae-dreg", "tracegraph", "enum", "meanfield", "vimco"]

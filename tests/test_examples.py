@@ -14,6 +14,7 @@ TINY = {
     "vae.py": ["--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-particles", "5",
                "--objective", "iwae", "--particles", "2"],
     "gmm.py": ["--restarts", "2", "--max-components", "3"],
+    "discrete_vae.py": ["--epochs", "1", "--hidden", "32", "--estimator", "st-gumbel", "--eval-particles", "5"],
 }
 
 

@@ -1,7 +1,8 @@
 """Latent-variable models; importing this package registers them all."""
 
+from pyro_lvm.models.discrete_vae import BernVAE, BernVAEConfig, CatVAE, CatVAEConfig
 from pyro_lvm.models.gmm import GMM, GMMConfig
 from pyro_lvm.models.ppca import PPCA, PPCAConfig
 from pyro_lvm.models.vae import VAE, VAEConfig
 
-__all__ = ["GMM", "GMMConfig", "PPCA", "PPCAConfig", "VAE", "VAEConfig"]
+__all__ = ["BernVAE", "BernVAEConfig", "CatVAE", "CatVAEConfig", "GMM", "GMMConfig", "PPCA", "PPCAConfig", "VAE", "VAEConfig"]

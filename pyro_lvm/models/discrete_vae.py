@@ -1,0 +1,313 @@
+r"""VAEs with discrete latents: Bernoulli (``bernvae``) and categorical (``catvae``).
+
+Generative story, for each data point :math:`x_n \in \{0, 1\}^D`:
+
+.. math::
+
+    z_n \sim \prod_{i=1}^{d} \mathrm{Bernoulli}(\tfrac12)
+    \quad\text{or}\quad
+    z_n \sim \prod_{i=1}^{N} \mathrm{Categorical}(\tfrac1K 1_K),
+    \qquad x_n \mid z_n \sim \mathrm{Bernoulli}\big(\sigma(f_\theta(z_n))\big),
+
+with a mean-field guide :math:`q_\phi(z_{ni} = 1 \mid x_n) = \sigma(\ell_{ni}(x_n))`
+(Bernoulli) or :math:`q_\phi(z_{ni} = k \mid x_n) = \mathrm{softmax}(\ell_{ni}(x_n))_k`
+(categorical) from an MLP encoder. The reparameterization trick does not
+apply; the ``estimator`` option chooses the way around it, which fixes the
+guide's distributions and the objective:
+
+============  ======================================================  ==============
+estimator     guide sample (forward / backward)                       objective
+============  ======================================================  ==============
+reinforce     hard sample / score function with an input-dependent    ``tracegraph``
+              and a decaying-average baseline
+vimco         hard samples / per-sample leave-one-out baselines       ``vimco``
+st            hard sample / identity through the probabilities        ``meanfield``
+gumbel        Concrete relaxation at temperature :math:`\tau`, with   ``elbo``
+              a Concrete prior (a bound on the relaxed model)
+st-gumbel     hard sample / Concrete gradient                          ``meanfield``
+enum          summed out exactly (one categorical latent only)        ``enum``
+============  ======================================================  ==============
+
+The temperature anneals as :math:`\tau_t = \max(\tau_{\min}, \tau_0 e^{-r t})`.
+In ``eval()`` mode the model and guide use the exact discrete distributions
+whatever the estimator, so :func:`pyro_lvm.evaluation.evaluate` reports the
+negative ELBO with hard samples (a true bound) and importance-sampled
+:math:`\log p(x)` with the discrete guide as proposal.
+
+References: Jang, Gu & Poole, *Categorical Reparameterization with
+Gumbel-Softmax*, 2016; Maddison, Mnih & Teh, *The Concrete Distribution*,
+2016; Bengio, Leonard & Courville 2013 (straight-through); Mnih & Gregor 2014
+(REINFORCE baselines); Mnih & Rezende 2016 (VIMCO).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Tuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyro_lvm.base import LatentVariableModel, batch_size_of
+from pyro_lvm.distributions import (
+    BernoulliStraightThrough,
+    HardRelaxedBernoulliStraightThrough,
+    HardRelaxedOneHotCategoricalStraightThrough,
+)
+from pyro_lvm.nn import ACTIVATIONS, MLP, parse_hidden
+from pyro_lvm.registry import MODELS
+
+#: estimator -> the objective that goes with it
+ESTIMATOR_OBJECTIVES = {"reinforce": "tracegraph", "vimco": "vimco", "st": "meanfield",
+                        "gumbel": "elbo", "st-gumbel": "meanfield", "enum": "enum"}
+
+
+@dataclass
+class DiscreteVAEConfig:
+    input_dim: int = 784
+    hidden: Tuple[int, ...] = (512, 256)
+    activation: str = "relu"
+    estimator: str = "gumbel"
+    temperature: float = 1.0
+    min_temperature: float = 0.5
+    anneal_rate: float = 1e-4
+
+    def __post_init__(self):
+        self.hidden = parse_hidden(self.hidden)
+        if self.estimator not in ESTIMATOR_OBJECTIVES:
+            raise ValueError(f"estimator must be one of {sorted(ESTIMATOR_OBJECTIVES)}, got {self.estimator!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if not 0 < self.min_temperature <= self.temperature:
+            raise ValueError("need 0 < min_temperature <= temperature")
+        if self.anneal_rate < 0:
+            raise ValueError("anneal_rate must be non-negative")
+
+
+@dataclass
+class BernVAEConfig(DiscreteVAEConfig):
+    """Hyperparameters of :class:`BernVAE`; ``latent_dim`` Bernoulli latents."""
+
+    latent_dim: int = 200
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.latent_dim < 1:
+            raise ValueError("latent_dim must be positive")
+        if self.estimator == "enum":
+            raise ValueError("estimator 'enum' needs a small latent space: use catvae with num_latents=1")
+
+
+@dataclass
+class CatVAEConfig(DiscreteVAEConfig):
+    """Hyperparameters of :class:`CatVAE`; ``num_latents`` categorical latents of ``num_classes``."""
+
+    num_latents: int = 20
+    num_classes: int = 10
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_latents < 1 or self.num_classes < 2:
+            raise ValueError("need num_latents >= 1 and num_classes >= 2")
+        if self.estimator == "enum" and self.num_latents != 1:
+            raise ValueError("estimator 'enum' sums the latent out exactly: it needs num_latents=1 "
+                             f"({self.num_classes} states), not {self.num_latents}")
+
+
+class _Baseline(nn.Module):
+    """Input-dependent baseline b(x) for the score-function estimator, shape ``(batch,)``."""
+
+    def __init__(self, input_dim: int, hidden: int, activation: str):
+        super().__init__()
+        self.net = MLP(input_dim, (hidden,), 1, activation)
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
+class DiscreteVAE(LatentVariableModel):
+    """Shared machinery of :class:`BernVAE` and :class:`CatVAE`; see the module docstring."""
+
+    data_support_value = "binary"
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config, **kwargs)
+        c = self.config
+        self.encoder = MLP(c.input_dim, c.hidden, self.code_size, c.activation)
+        self.decoder = MLP(self.code_size, tuple(reversed(c.hidden)), c.input_dim, c.activation)
+        self.baseline = _Baseline(c.input_dim, c.hidden[-1] if c.hidden else 64, c.activation) \
+            if c.estimator == "reinforce" else None
+        self.register_buffer("temperature", torch.tensor(float(c.temperature)))
+
+    # ------------------------------------------------------------ subclasses
+    code_shape: Tuple[int, ...]
+
+    @property
+    def code_size(self) -> int:
+        return math.prod(self.code_shape)
+
+    def _exact(self, logits) -> dist.Distribution:
+        raise NotImplementedError
+
+    def _estimator_dist(self, logits) -> dist.Distribution:
+        raise NotImplementedError
+
+    def _relaxed_prior(self, batch: int) -> dist.Distribution:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- options
+    @property
+    def data_support(self) -> str:
+        return "binary"
+
+    @property
+    def supported_objectives(self):
+        return (ESTIMATOR_OBJECTIVES[self.config.estimator],)
+
+    @property
+    def default_objective(self) -> str:
+        return ESTIMATOR_OBJECTIVES[self.config.estimator]
+
+    def set_step(self, step: int) -> None:
+        c = self.config
+        self.temperature.fill_(max(c.min_temperature, c.temperature * math.exp(-c.anneal_rate * step)))
+
+    @property
+    def _relaxed(self) -> bool:
+        return self.training and self.config.estimator == "gumbel"
+
+    # ------------------------------------------------------------- densities
+    def encoder_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x).reshape(x.shape[:-1] + self.code_shape)
+
+    def encode(self, x: torch.Tensor) -> dist.Distribution:
+        """The exact discrete :math:`q_\\phi(z \\mid x)`."""
+        return self._exact(self.encoder_logits(x))
+
+    def prior(self, num: int) -> dist.Distribution:
+        uniform = torch.zeros(self.code_shape, device=self.temperature.device)
+        return self._exact(uniform).expand([num])
+
+    def decode(self, z: torch.Tensor) -> dist.Distribution:
+        flat = z.reshape(z.shape[:z.dim() - len(self.code_shape)] + (self.code_size,))
+        return dist.Bernoulli(logits=self.decoder(flat)).to_event(1)
+
+    def model(self, x=None, *, data_size=None, num_samples=None):
+        batch = batch_size_of(x, num_samples)
+        with self.data_plate(batch, data_size, self.temperature.device):
+            z = pyro.sample("z", self._relaxed_prior(batch) if self._relaxed else self.prior(batch))
+            return pyro.sample("x", self.decode(z), obs=x)
+
+    def guide(self, x, *, data_size=None, num_samples=None):
+        logits = self.encoder_logits(x)
+        estimator = self.config.estimator
+        infer = {}
+        if not self.training or estimator in ("vimco",):
+            q = self._exact(logits)
+        elif estimator == "reinforce":
+            q = self._exact(logits)
+            infer = {"baseline": {"nn_baseline": self.baseline, "nn_baseline_input": x,
+                                  "use_decaying_avg_baseline": True}}
+        elif estimator == "enum":
+            q = self._exact(logits)
+            infer = {"enumerate": "parallel"}
+        else:
+            q = self._estimator_dist(logits)
+        with self.data_plate(x.shape[0], data_size, x.device):
+            return pyro.sample("z", q, infer=infer)
+
+    def generate(self, num: int, mean: bool = True) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        try:
+            return super().generate(num, mean)
+        finally:
+            self.train(was)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the most probable code of each input."""
+        with torch.no_grad():
+            return self.decode(self._mode(self.encoder_logits(x))).mean
+
+
+@MODELS.register("bernvae")
+class BernVAE(DiscreteVAE):
+    r"""VAE with ``latent_dim`` Bernoulli(1/2) latents; see :mod:`pyro_lvm.models.discrete_vae`.
+
+    .. doctest::
+
+        >>> import torch
+        >>> from pyro_lvm.models import BernVAE
+        >>> from pyro_lvm.objectives import OBJECTIVES
+        >>> vae = BernVAE(input_dim=12, latent_dim=4, hidden=(16,), estimator="st")
+        >>> objective = OBJECTIVES.get(vae.default_objective)()
+        >>> x = torch.bernoulli(torch.full((5, 12), 0.5))
+        >>> objective(vae.model, vae.guide, x).surrogate.backward()
+        >>> bool(vae.encoder[0].weight.grad.abs().sum() > 0)   # the encoder learns
+        True
+    """
+
+    Config = BernVAEConfig
+
+    @property
+    def code_shape(self):
+        return (self.config.latent_dim,)
+
+    def _exact(self, logits):
+        return dist.Bernoulli(logits=logits).to_event(1)
+
+    def _estimator_dist(self, logits):
+        if self.config.estimator == "st":
+            return BernoulliStraightThrough(logits=logits).to_event(1)
+        if self.config.estimator == "gumbel":
+            return dist.RelaxedBernoulli(self.temperature, logits=logits).to_event(1)
+        return HardRelaxedBernoulliStraightThrough(self.temperature, logits=logits).to_event(1)
+
+    def _relaxed_prior(self, batch):
+        zeros = torch.zeros(batch, self.config.latent_dim, device=self.temperature.device)
+        return dist.RelaxedBernoulli(self.temperature, logits=zeros).to_event(1)
+
+    def _mode(self, logits):
+        return (logits > 0).to(logits.dtype)
+
+
+@MODELS.register("catvae")
+class CatVAE(DiscreteVAE):
+    r"""VAE with ``num_latents`` uniform categorical latents of ``num_classes`` (one-hot codes).
+
+    Defaults follow Jang et al. (2016): 20 latents of 10 classes, encoder
+    784-512-256, decoder 200-256-512-784.
+    """
+
+    Config = CatVAEConfig
+
+    @property
+    def code_shape(self):
+        c = self.config
+        return (c.num_classes,) if c.num_latents == 1 else (c.num_latents, c.num_classes)
+
+    def _event(self, d):
+        # one latent: a plain categorical, which Pyro can enumerate (it cannot enumerate a product)
+        return d if self.config.num_latents == 1 else d.to_event(1)
+
+    def _exact(self, logits):
+        return self._event(dist.OneHotCategorical(logits=logits))
+
+    def _estimator_dist(self, logits):
+        if self.config.estimator == "st":
+            return self._event(dist.OneHotCategoricalStraightThrough(logits=logits))
+        if self.config.estimator == "gumbel":
+            return self._event(dist.RelaxedOneHotCategorical(self.temperature, logits=logits,
+                                                             validate_args=False))
+        return self._event(HardRelaxedOneHotCategoricalStraightThrough(self.temperature, logits=logits,
+                                                                       validate_args=False))
+
+    def _relaxed_prior(self, batch):
+        zeros = torch.zeros((batch,) + self.code_shape, device=self.temperature.device)
+        return self._event(dist.RelaxedOneHotCategorical(self.temperature, logits=zeros, validate_args=False))
+
+    def _mode(self, logits):
+        return torch.nn.functional.one_hot(logits.argmax(-1), self.config.num_classes).to(logits.dtype)
