@@ -88,12 +88,13 @@ def mixture_scatter(x: np.ndarray, labels: np.ndarray, locs: np.ndarray, covaria
                     path, columns: Tuple[int, int] = (0, 1), names: Optional[Sequence[str]] = None,
                     title: str = "") -> Path:
     """Points coloured by assignment, with each component's 1- and 2-sigma ellipses."""
+    from matplotlib import colormaps
     from matplotlib.patches import Ellipse
 
     i, j = columns
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
-    cmap = __import__("matplotlib").colormaps["tab10"]
+    cmap = colormaps["tab10"]
     ax.scatter(x[:, i], x[:, j], c=[cmap(int(l) % 10) for l in labels], s=8, alpha=0.6, linewidths=0)
     for k in range(locs.shape[0]):
         cov = covariances[k][np.ix_([i, j], [i, j])]
@@ -104,9 +105,9 @@ def mixture_scatter(x: np.ndarray, labels: np.ndarray, locs: np.ndarray, covaria
             ax.add_patch(Ellipse((locs[k, i], locs[k, j]), w, h, angle=angle, fill=False,
                                  color=cmap(k % 10), lw=2 if n_std == 1 else 1))
         ax.plot(locs[k, i], locs[k, j], "kx")
-    names = names or [f"x{i}", f"x{j}"] if names is None else names
-    ax.set_xlabel(names[i] if len(names) > max(i, j) else f"x{i}")
-    ax.set_ylabel(names[j] if len(names) > max(i, j) else f"x{j}")
+    names = list(names) if names is not None and len(names) > max(i, j) else None
+    ax.set_xlabel(names[i] if names else f"x{i}")
+    ax.set_ylabel(names[j] if names else f"x{j}")
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)

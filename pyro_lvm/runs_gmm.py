@@ -78,7 +78,7 @@ def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full",
     metrics["bic"] = bic(mle_ll, n, components, d, covariance)
     if method == "nuts":
         from pyro_lvm.export.arviz import loo, save_netcdf
-        from pyro_lvm.inference.nuts import fit_nuts, rhat_max, to_arviz
+        from pyro_lvm.inference.nuts import component_scale_tril, fit_nuts, rhat_max, to_arviz
 
         samples, loglik = fit_nuts(model, x, num_samples=num_samples, warmup=warmup,
                                    num_chains=num_chains, seed=seed, progress=progress)
@@ -95,8 +95,6 @@ def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full",
             metrics["elpd_loo_error"] = str(e)
         with torch.no_grad():  # posterior means as the point estimate for the outputs below
             post = {k: v.reshape(-1, *v.shape[2:]).mean(0) for k, v in samples.items()}
-            from pyro_lvm.inference.nuts import component_scale_tril
-
             L = component_scale_tril(model, {k: v.unsqueeze(0) for k, v in post.items()})[0]
             model.set_parameters(post["weights"] / post["weights"].sum(), post["locs"], L @ L.transpose(-1, -2))
     _save_outputs(model, x, names, out, plot_columns, metrics, method)

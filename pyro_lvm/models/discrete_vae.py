@@ -131,8 +131,6 @@ class _Baseline(nn.Module):
 class DiscreteVAE(LatentVariableModel):
     """Shared machinery of :class:`BernVAE` and :class:`CatVAE`; see the module docstring."""
 
-    data_support_value = "binary"
-
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
