@@ -109,7 +109,8 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
         model_options, objective = saved["model_config"], saved["objective"]
         objective_options = saved["objective_options"]
         saved_train = dict(saved["train"])
-        saved_train.update(epochs=train.epochs, progress=train.progress, device=train.device)
+        epochs = train.epochs if train.epochs is not None else saved_train["epochs"]
+        saved_train.update(epochs=epochs, progress=train.progress, device=train.device)
         train = TrainConfig(**saved_train)
         eval_particles = saved.get("eval_particles", eval_particles)
         data_dir = data_dir if data_dir is not None else saved.get("data_dir")

@@ -94,3 +94,13 @@ def test_gaussian_likelihood_rejects_nothing_but_bernoulli_rejects_grey_levels(d
 
 def test_list():
     assert main(["list"]) == 0
+
+
+def test_resume_without_epochs_keeps_the_saved_total(tmp_path, capsys):
+    run = str(tmp_path / "RUN")
+    common = ["--no-progress", "--no-figures", "--eval-particles", "2"]
+    assert main(["train", "ppca", "--dataset", "binarized_mnist_small", "--latent-dim", "2",
+                 "--epochs", "1", "--out", run, *common]) == 0
+    capsys.readouterr()
+    assert main(["train", "ppca", "--out", run, "--resume", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 1  # nothing more to do, not 50
