@@ -41,6 +41,9 @@ class LatentVariableModel(PyroModule):
     latent_sites: ClassVar[Tuple[str, ...]] = ("z",)
     #: registry names of the objectives that apply, or ``None`` for every one.
     supported_objectives: ClassVar[Optional[Tuple[str, ...]]] = None
+    #: numbers a model computes per observed value when scoring it (e.g. the
+    #: vocabulary size for a softmax output); bounds evaluation chunks' memory.
+    evaluation_width: ClassVar[int] = 1
     #: the name under which the class is registered (set by the registry).
     registry_name: ClassVar[str] = ""
 
@@ -187,6 +190,22 @@ class LatentVariableModel(PyroModule):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         r"""Mean of :math:`p_\theta(x \mid z)` at the posterior mean of :math:`q_\phi(z \mid x)`."""
         return self.decode(self.encode(x).mean).mean
+
+    def encoder_mutual_information(self, x: torch.Tensor) -> float:
+        r""":math:`I_q(x; z)` under the encoder on ``x``
+        (:func:`pyro_lvm.evaluation.mutual_information` unless a model knows better)."""
+        from pyro_lvm.evaluation.latents import mutual_information
+
+        return mutual_information(self.encode, x)
+
+    def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any]) -> Dict[str, Any]:
+        """Model-specific numbers for ``metrics.json``, given the generic ``metrics`` (none by default)."""
+        return {}
+
+    def extra_figures(self, data: Any, out: Any) -> Dict[str, str]:
+        """Model-specific figures written into the folder ``out`` for the
+        :class:`~pyro_lvm.data.DataSplits` ``data``; returns ``{name: path}``."""
+        return {}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config_dict().items())

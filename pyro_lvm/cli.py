@@ -115,6 +115,13 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
                    help="data set (default: the small binarized MNIST shipped in the package)")
     d.add_argument("--data-dir", default=None, help="data directory (default: $PYRO_LVM_DATA, "
                    "else a cache folder; missing files are downloaded)")
+    d.add_argument("--data-file", default=None,
+                   help="text: your own file, one sentence per line (sets --dataset text)")
+    d.add_argument("--valid-file", default=None, help="text: validation sentences (with --test-file)")
+    d.add_argument("--test-file", default=None, help="text: test sentences (else --data-file is split)")
+    d.add_argument("--max-vocab", type=int, default=None, help="text: vocabulary size cap, specials included")
+    d.add_argument("--max-length", type=int, default=None,
+                   help="text: drop training sentences longer than this (valid/test kept whole)")
     o = p.add_argument_group("objective")
     o.add_argument("--objective", default=None, choices=OBJECTIVES.names(),
                    help="default: the model's own (elbo; for discrete VAEs the estimator's)")
@@ -126,12 +133,16 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     o.add_argument("--anneal-steps", type=int, default=10000)
     o.add_argument("--anneal-start", type=float, default=0.01)
     o.add_argument("--free-bits", type=float, default=None, help="nats per latent dimension")
+    o.add_argument("--pretrain-steps", type=int, default=0,
+                   help="KL weight 0 for this many steps (encoder pretraining), then the decoder is "
+                   "re-initialised where the model can (reset_decoder_at) and annealing starts")
     t = p.add_argument_group("training")
     defaults = TrainConfig.__dataclass_fields__
     t.add_argument("--epochs", type=int, default=None,
                    help="passes over the data (default: the data set's suggestion, 10 for MNIST, "
                    "50 for the small embedded set)")
-    t.add_argument("--batch-size", type=int, default=defaults["batch_size"].default)
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="default: the data set's suggestion (100 for images, 32 for text)")
     t.add_argument("--lr", type=float, default=defaults["lr"].default)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -140,8 +151,8 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="run folder to write")
     r.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
-    r.add_argument("--eval-particles", type=int, default=1000,
-                   help="particles for the test log-likelihood (default 1000)")
+    r.add_argument("--eval-particles", type=int, default=None,
+                   help="particles for the test log-likelihood (default: 1000 for images, 50 for text)")
     r.add_argument("--no-figures", action="store_true")
 
 
@@ -162,7 +173,7 @@ def _add_train_parser(sub) -> None:
             _add_generic_train_options(p, cls)
         else:
             add_options(p)
-        p.set_defaults(run=run)
+        p.set_defaults(handler=run)
 
 
 def _add_select_parser(sub) -> None:
@@ -177,6 +188,81 @@ def _add_select_parser(sub) -> None:
     p.add_argument("--heldout", type=float, default=0.2, help="fraction of rows held out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.set_defaults(handler=_select)
+
+
+def _list(args) -> Dict[str, Any]:
+    return {"models": MODELS.names(), "objectives": OBJECTIVES.names(),
+            "datasets": DATASETS.names(), "kl_schedules": SCHEDULES.names()}
+
+
+def _select(args) -> Dict[str, Any]:
+    from pyro_lvm.runs_gmm import select_gmm
+
+    return select_gmm(args.data_file, args.out, components=args.components,
+                      covariance=args.covariance, columns=args.columns, restarts=args.restarts,
+                      heldout_fraction=args.heldout, seed=args.seed)
+
+
+def _evaluate(args) -> Dict[str, Any]:
+    from pyro_lvm.runs import evaluate_run
+
+    if args.particles < 1:
+        raise ValueError("--particles must be positive")
+    return evaluate_run(args.run, num_particles=args.particles, data_dir=args.data_dir,
+                        device=args.device, seed=args.seed, progress=not args.no_progress,
+                        proposal=args.proposal)
+
+
+def _gradients(args) -> Dict[str, Any]:
+    from pyro_lvm.runs import gradients_run
+
+    return gradients_run(args.run, estimators=args.estimators, num_draws=args.draws,
+                         batch_size=args.batch_size, data_dir=args.data_dir, seed=args.seed)
+
+
+def _sample(args) -> Dict[str, Any]:
+    from pyro_lvm.runs_text import sample_run
+
+    return sample_run(args.run, num=args.num, greedy=not args.sample_words, seed=args.seed, device=args.device)
+
+
+def _interpolate(args) -> Dict[str, Any]:
+    from pyro_lvm.runs_text import interpolate_run
+
+    return interpolate_run(args.run, args.first, args.second, steps=args.steps, beam_size=args.beam,
+                           device=args.device)
+
+
+def _reconstruct(args) -> Dict[str, Any]:
+    from pyro_lvm.runs_text import reconstruct_run
+
+    return reconstruct_run(args.run, args.sentences, beam_size=args.beam, device=args.device)
+
+
+def _add_text_parsers(sub) -> None:
+    sa = sub.add_parser("sample", help="sentences from a trained textvae or lstmlm")
+    sa.add_argument("run", metavar="RUN")
+    sa.add_argument("--num", type=int, default=10)
+    sa.add_argument("--sample-words", action="store_true",
+                    help="draw each word (default for textvae: greedy decoding of z from the prior)")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--device", default="cpu")
+    sa.set_defaults(handler=_sample)
+    it = sub.add_parser("interpolate", help="decode points between the codes of two sentences (textvae)")
+    it.add_argument("run", metavar="RUN")
+    it.add_argument("first")
+    it.add_argument("second")
+    it.add_argument("--steps", type=int, default=5)
+    it.add_argument("--beam", type=int, default=0, help="beam size (default 0: greedy)")
+    it.add_argument("--device", default="cpu")
+    it.set_defaults(handler=_interpolate)
+    rc = sub.add_parser("reconstruct", help="encode and decode sentences (textvae)")
+    rc.add_argument("run", metavar="RUN")
+    rc.add_argument("sentences", nargs="+")
+    rc.add_argument("--beam", type=int, default=0, help="beam size (default 0: greedy)")
+    rc.add_argument("--device", default="cpu")
+    rc.set_defaults(handler=_reconstruct)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-progress", action="store_true")
-    sub.add_parser("list", help="list models, objectives, data sets and schedules")
+    ev.set_defaults(handler=_evaluate)
+    gr = sub.add_parser("gradients", help="mean, variance and bias of the encoder gradient per "
+                        "estimator, for a trained bernvae or catvae run")
+    gr.add_argument("run", metavar="RUN")
+    gr.add_argument("--estimators", type=lambda s: [e for e in s.split(",") if e], default=None,
+                    help="comma-separated (default: all but enum)")
+    gr.add_argument("--draws", type=int, default=100, help="gradient draws per estimator")
+    gr.add_argument("--batch-size", type=int, default=100, help="test points in the batch")
+    gr.add_argument("--data-dir", default=None)
+    gr.add_argument("--seed", type=int, default=0)
+    gr.set_defaults(handler=_gradients)
+    _add_text_parsers(sub)
+    sub.add_parser("list", help="list models, objectives, data sets and schedules").set_defaults(handler=_list)
     return parser
 
 
@@ -206,37 +304,29 @@ def _train(args) -> Dict[str, Any]:
     if args.kl_anneal != "none":
         objective_options.update(kl_anneal=args.kl_anneal, anneal_steps=args.anneal_steps,
                                  anneal_start=args.anneal_start)
+    if args.pretrain_steps:
+        objective_options["pretrain_steps"] = args.pretrain_steps
+        if "reset_decoder_at" in args.model_fields:
+            model_options.setdefault("reset_decoder_at", args.pretrain_steps)
+    data_options = {k: getattr(args, k) for k in ("data_file", "valid_file", "test_file", "max_vocab",
+                                                   "max_length") if getattr(args, k) is not None}
+    if args.data_file is not None:
+        args.dataset = "text"
+    elif args.valid_file is not None or args.test_file is not None:
+        raise ValueError("--valid-file and --test-file go with --data-file")
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         device=args.device, progress=not args.no_progress, clip_norm=args.clip_norm)
     return train_run(args.model, args.out, dataset=args.dataset, data_dir=args.data_dir,
                      model_options=model_options, objective=args.objective,
                      objective_options={k: v for k, v in objective_options.items() if v is not None},
                      train=train, eval_particles=args.eval_particles, resume=args.resume,
-                     figures=not args.no_figures)
+                     figures=not args.no_figures, data_options=data_options)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "list":
-            result = {"models": MODELS.names(), "objectives": OBJECTIVES.names(),
-                      "datasets": DATASETS.names(), "kl_schedules": SCHEDULES.names()}
-        elif args.command == "train":
-            result = args.run(args)
-        elif args.command == "select":
-            from pyro_lvm.runs_gmm import select_gmm
-
-            result = select_gmm(args.data_file, args.out, components=args.components,
-                                covariance=args.covariance, columns=args.columns, restarts=args.restarts,
-                                heldout_fraction=args.heldout, seed=args.seed)
-        else:
-            from pyro_lvm.runs import evaluate_run
-
-            if args.particles < 1:
-                raise ValueError("--particles must be positive")
-            result = evaluate_run(args.run, num_particles=args.particles, data_dir=args.data_dir,
-                                  device=args.device, seed=args.seed, progress=not args.no_progress,
-                                  proposal=args.proposal)
+        result = args.handler(args)
     except (ValueError, TypeError, KeyError, FileNotFoundError, DataNotFoundError,
             TrainingDivergedError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

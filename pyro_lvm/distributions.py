@@ -8,6 +8,11 @@ discrete model's :math:`\log p(x)`; only the gradient is biased.
 
 * :class:`BernoulliStraightThrough`: forward :math:`z \sim \mathrm{Bernoulli}(p)`,
   backward :math:`\partial z / \partial p = 1` (``p + (z - p).detach()``).
+* :class:`RelaxedBernoulliCategoricalKL` and
+  :class:`RelaxedOneHotCategoricalCategoricalKL`: the Concrete relaxation
+  (soft samples at temperature :math:`\tau`) whose KL to a *discrete* prior is
+  the discrete KL of its logits, the pairing of Jang et al. (2016): the decoder
+  sees relaxed samples, the KL term is the categorical one.
 * :class:`HardRelaxedBernoulliStraightThrough` and
   :class:`HardRelaxedOneHotCategoricalStraightThrough`: straight-through
   Gumbel-Softmax (Jang et al. 2016): forward the hard sample, backward the
@@ -57,6 +62,35 @@ class HardRelaxedOneHotCategoricalStraightThrough(dist.RelaxedOneHotCategoricalS
 
     def log_prob(self, value):
         return dist.OneHotCategorical(logits=self.logits, validate_args=False).log_prob(value.detach().round())
+
+
+class RelaxedBernoulliCategoricalKL(dist.RelaxedBernoulli):
+    """Relaxed Bernoulli sample; KL to a Bernoulli prior is the Bernoulli KL of the logits.
+
+    >>> import torch
+    >>> from torch.distributions import kl_divergence
+    >>> q = RelaxedBernoulliCategoricalKL(torch.tensor(0.5), logits=torch.zeros(3))
+    >>> kl_divergence(q, dist.Bernoulli(logits=torch.zeros(3))).tolist()
+    [0.0, 0.0, 0.0]
+    """
+
+
+class RelaxedOneHotCategoricalCategoricalKL(dist.RelaxedOneHotCategorical):
+    """Gumbel-Softmax sample; KL to a one-hot categorical prior is the categorical KL.
+
+    Build it with ``validate_args=False`` (see
+    :class:`HardRelaxedOneHotCategoricalStraightThrough`).
+    """
+
+
+@register_kl(RelaxedBernoulliCategoricalKL, dist.Bernoulli)
+def _kl_relaxed_bernoulli(q, p):
+    return kl_divergence(dist.Bernoulli(logits=q.logits), p)
+
+
+@register_kl(RelaxedOneHotCategoricalCategoricalKL, dist.OneHotCategorical)
+def _kl_relaxed_onehot(q, p):
+    return kl_divergence(dist.OneHotCategorical(logits=q.logits), p)
 
 
 @register_kl(HardRelaxedBernoulliStraightThrough, dist.Bernoulli)

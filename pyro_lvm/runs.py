@@ -29,10 +29,11 @@ from pyro_lvm.train import CHECKPOINT, TrainConfig, Trainer
 CONFIG = "config.json"
 METRICS = "metrics.json"
 EVAL = "eval.json"
+VOCAB = "vocab.json"
 
 
 def build_objective(name: str, kl_anneal: str = "none", anneal_steps: int = 0,
-                    anneal_start: float = 0.01, **options: Any) -> Objective:
+                    anneal_start: float = 0.01, pretrain_steps: int = 0, **options: Any) -> Objective:
     """An objective from its registry name and options.
 
     Options left at ``None`` are not passed; an option the objective does not
@@ -48,8 +49,8 @@ def build_objective(name: str, kl_anneal: str = "none", anneal_steps: int = 0,
     cls = OBJECTIVES.get(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     options = {k: v for k, v in options.items() if v is not None}
-    if kl_anneal != "none":
-        options["annealing"] = make_schedule(kl_anneal, anneal_steps, anneal_start)
+    if kl_anneal != "none" or pretrain_steps:
+        options["annealing"] = make_schedule(kl_anneal, anneal_steps, anneal_start, pretrain_steps)
     extra = sorted(set(options) - accepted)
     if extra:
         raise ValueError(f"objective {name!r} does not take {', '.join(extra)}; "
@@ -85,17 +86,22 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
                                             "means of p(x|z), z from the prior"))
         figures["reconstructions"] = str(reconstructions(x.cpu().numpy(), recon, data.image_shape,
                                                          out / "reconstructions.png"))
+        with torch.no_grad():
+            figures.update(model.extra_figures(data, out))
     return figures
 
 
 def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data_dir=None,
               model_options: Optional[Dict[str, Any]] = None,
               objective: Optional[str] = None, objective_options: Optional[Dict[str, Any]] = None,
-              train: Optional[TrainConfig] = None, eval_particles: int = 1000,
-              resume: bool = False, figures: bool = True) -> Dict[str, Any]:
+              train: Optional[TrainConfig] = None, eval_particles: Optional[int] = None,
+              resume: bool = False, figures: bool = True,
+              data_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train ``model_name`` on ``dataset``, evaluate on the test split, write the run folder.
 
-    ``objective=None`` takes the model's ``default_objective``.
+    ``objective=None`` takes the model's ``default_objective``; ``None`` epochs,
+    batch size or ``eval_particles`` take the data set's suggestions.
+    ``data_options`` go to the data set's loader (e.g. ``data_file`` for ``text``).
 
     Returns the metrics dict written to ``metrics.json``.
     """
@@ -114,31 +120,41 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
         train = TrainConfig(**saved_train)
         eval_particles = saved.get("eval_particles", eval_particles)
         data_dir = data_dir if data_dir is not None else saved.get("data_dir")
-    data = load_dataset(dataset, data_dir)
+        data_options = saved.get("data_options", {})
+    data_options = dict(data_options or {})
+    data = load_dataset(dataset, data_dir, **data_options)
     if train.epochs is None:
         train = replace(train, epochs=data.default_epochs)
+    if train.batch_size is None:
+        train = replace(train, batch_size=data.default_batch_size)
+    if eval_particles is None:
+        eval_particles = data.default_eval_particles
     model_cls = MODELS.get(model_name)
-    model_options.setdefault("input_dim", data.input_dim)
-    if model_options["input_dim"] != data.input_dim:
-        raise ValueError(f"input_dim {model_options['input_dim']} does not match the data ({data.input_dim})")
+    for key, value in data.model_options.items():
+        model_options.setdefault(key, value)
+        if model_options[key] != value:
+            raise ValueError(f"{key} {model_options[key]} does not match the data ({value})")
     pyro.set_rng_seed(train.seed)  # the initial weights follow the seed too
     model = model_cls.from_config(model_options)
     objective = objective or model.default_objective
     obj = build_objective(objective, **objective_options)
     config = {"model": model_name, "model_config": model.config_dict(), "dataset": dataset,
               "data_dir": None if data_dir is None else str(data_dir), "objective": objective,
-              "objective_options": objective_options, "train": asdict(train),
+              "objective_options": objective_options, "train": asdict(train), "data_options": data_options,
               "eval_particles": eval_particles, "pyro_lvm_version": __version__}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, config)
+    if data.vocab is not None:
+        data.vocab.save(out / VOCAB)  # the vocabulary travels with the model
     data.to(train.device)
     trainer = Trainer(model, obj, data.train, data.valid, train, run_dir=out,
-                      train_transform=data.train_transform)
+                      train_transform=data.train_transform, batch_order=data.batch_order)
     history = trainer.fit(resume=resume)
     metrics = evaluate(model, data.test, num_particles=eval_particles, progress=train.progress)
     metrics.update(train_steps=trainer.step, train_seconds=trainer.train_seconds,
                    steps_per_second=trainer.step / max(trainer.train_seconds, 1e-9),
                    epochs=trainer.epoch, dataset=dataset, model=model_name, objective=objective)
+    metrics.update(model.extra_metrics(data.train, data.test, metrics))
     if history and history[-1].get("valid_loss") is not None:
         metrics["valid_loss"] = history[-1]["valid_loss"]
     if figures:
@@ -168,10 +184,29 @@ def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str 
         raise ValueError(f"{run_dir} was not trained on a named data set (its metrics.json has its "
                          "numbers); 'evaluate' re-evaluates runs of the generic training flow")
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
-    data = load_dataset(config["dataset"], data_dir).to(device)
+    data = load_dataset(config["dataset"], data_dir, **config.get("data_options", {})).to(device)
     pyro.set_rng_seed(seed)
     result = evaluate(model, data.test, num_particles=num_particles, progress=progress,
                       proposal=proposal)
+    result.update(model.extra_metrics(data.train, data.test, result))
     result.update(dataset=config["dataset"], model=config["model"], seed=seed)
     write_json(run_dir / EVAL, result)
+    return result
+
+
+def gradients_run(run_dir, estimators=None, num_draws: int = 100, batch_size: int = 100, data_dir=None,
+                  seed: int = 0, device: str = "cpu") -> Dict[str, Any]:
+    """:func:`~pyro_lvm.evaluation.gradients.gradient_diagnostics` of a trained run on the
+    first ``batch_size`` test points; writes ``gradients.json`` and ``gradients.md``."""
+    from pyro_lvm.evaluation.gradients import format_table, gradient_diagnostics
+
+    run_dir = Path(run_dir)
+    model, config = load_run(run_dir, device)
+    data = load_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"))
+    n_test = data.test.shape[0]
+    x = data.test[torch.linspace(0, n_test - 1, min(batch_size, n_test)).long()].to(device)
+    result = {"estimators": gradient_diagnostics(model, x, estimators, num_draws=num_draws, seed=seed),
+              "num_draws": num_draws, "batch_size": x.shape[0], "model": config["model"]}
+    write_json(run_dir / "gradients.json", result)
+    (run_dir / "gradients.md").write_text(format_table(result["estimators"]) + "\n")
     return result

@@ -45,7 +45,7 @@ class TrainConfig:
     """
 
     epochs: Optional[int] = 10
-    batch_size: int = 100
+    batch_size: Optional[int] = 100
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
@@ -55,7 +55,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"epochs must be non-negative, got {self.epochs}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
@@ -104,10 +104,11 @@ class Trainer:
     def __init__(self, model: LatentVariableModel, objective: Objective, train: torch.Tensor,
                  valid: Optional[torch.Tensor] = None, config: Optional[TrainConfig] = None,
                  run_dir=None,
-                 train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None):
+                 train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
+                 batch_order: Optional[Callable[[int, int, torch.Generator], List[torch.Tensor]]] = None):
         self.config = config or TrainConfig()
-        if self.config.epochs is None:
-            raise ValueError("TrainConfig.epochs must be set for a Trainer")
+        if self.config.epochs is None or self.config.batch_size is None:
+            raise ValueError("TrainConfig.epochs and batch_size must be set for a Trainer")
         supported = model.supported_objectives
         name = getattr(type(objective), "registry_name", None)
         if supported is not None and name not in supported:
@@ -119,6 +120,7 @@ class Trainer:
         self.train_data = model.check_data(train, "training data").to(self.device)
         self.valid_data = None if valid is None else model.check_data(valid, "validation data").to(self.device)
         self.train_transform = train_transform
+        self.batch_order = batch_order
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.shuffle_generator = torch.Generator(device="cpu")
@@ -197,16 +199,22 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> Optional[float]:
-        """The objective on the validation data, per data point (KL weight at its final value)."""
+        """The objective on the validation data, per data point (KL weight at its final value,
+        the model in ``eval()`` mode)."""
         if self.valid_data is None:
             return None
         total = 0.0
         n = self.valid_data.shape[0]
-        with pyro.validation_enabled(False):
-            for start in range(0, n, self.config.batch_size):
-                x = self.valid_data[start:start + self.config.batch_size]
-                terms = self.objective(self.model.model, self.model.guide, x, step=2**62)
-                total += terms.loss.item()
+        was_training = self.model.training
+        self.model.eval()  # no word dropout, exact discrete latents: the model as evaluated
+        try:
+            with pyro.validation_enabled(False), torch.no_grad():
+                for start in range(0, n, self.config.batch_size):
+                    x = self.valid_data[start:start + self.config.batch_size]
+                    terms = self.objective(self.model.model, self.model.guide, x, step=2**62)
+                    total += terms.loss.item()
+        finally:
+            self.model.train(was_training)
         return total / n
 
     def _check_parameters(self) -> None:
@@ -229,25 +237,27 @@ class Trainer:
             if self.checkpoint_path is None or not self.checkpoint_path.is_file():
                 raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.checkpoint_path}")
             self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
-        else:
+        elif self.step == 0:  # a fresh start; a later fit() with more epochs continues the streams
             pyro.set_rng_seed(cfg.seed)
             self.shuffle_generator.manual_seed(cfg.seed)
             self.transform_generator.manual_seed(cfg.seed + 1)
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         n = self.train_data.shape[0]
-        batches = math.ceil(n / cfg.batch_size)
         self.model.train()
         while self.epoch < cfg.epochs:
             start = time.perf_counter()
-            perm = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
+            if self.batch_order is None:
+                order = torch.randperm(n, generator=self.shuffle_generator).split(cfg.batch_size)
+            else:
+                order = self.batch_order(n, cfg.batch_size, self.shuffle_generator)
             running, count = 0.0, 0
             window, window_count = 0.0, 0
-            bar = tqdm(range(batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            bar = tqdm(order, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not cfg.progress, leave=False, mininterval=0.5)
             with pyro.validation_enabled(False):
-                for i in bar:
-                    x = self.train_data[perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+                for i, idx in enumerate(bar):
+                    x = self.train_data[idx.to(self.device)]
                     if self.train_transform is not None:
                         x = self.train_transform(x, self.transform_generator)
                     loss = self.train_step(x)

@@ -1,5 +1,7 @@
 """One suite over every registered model x every objective (the scikit-learn habit)."""
 
+import copy
+
 import pyro
 import pytest
 import torch
@@ -39,9 +41,11 @@ def test_every_model_has_an_objective():
     assert {m for m, _ in PAIRS} == set(MODEL_CASES)
 
 
-def _applicable(model, objective_case):
+def _applicable(model, objective_case, x):
     _, needs_independent = OBJECTIVE_CASES[objective_case]
-    return not needs_independent or isinstance(model.encode(torch.zeros(1, model.input_dim)), Independent)
+    if not needs_independent or not model.latent_sites:
+        return True
+    return isinstance(model.encode(x[:1]), Independent)
 
 
 @pytest.mark.parametrize("model_case, objective_case", PAIRS)
@@ -49,7 +53,7 @@ def test_loss_and_gradients(model_case, objective_case):
     make_model, make_data = MODEL_CASES[model_case]
     model, x = make_model(), make_data(8)
     objective = OBJECTIVE_CASES[objective_case][0]()
-    if not _applicable(model, objective_case):
+    if not _applicable(model, objective_case, x):
         with pytest.raises(ValueError, match="independent dimensions"):
             objective(model.model, model.guide, x)
         return
@@ -58,20 +62,24 @@ def test_loss_and_gradients(model_case, objective_case):
     assert not terms.loss.requires_grad
     terms.surrogate.backward()
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # e.g. an EMA codebook, updated without gradients
+            continue
         assert p.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
 
 
 @pytest.mark.parametrize("model_case, objective_case",
-                         [(m, o) for m, o in PAIRS if _applicable(MODEL_CASES[m][0](), o)])
+                         [(m, o) for m, o in PAIRS if _applicable(MODEL_CASES[m][0](), o, MODEL_CASES[m][1](2))])
 def test_minibatch_scaling(model_case, objective_case):
     """With data_size=N a batch of B counts N/B times, for every objective."""
     make_model, make_data = MODEL_CASES[model_case]
     model, x = make_model(), make_data(8)
     objective = OBJECTIVE_CASES[objective_case][0]()
+    state = copy.deepcopy(model.state_dict())  # a call may update state (an EMA codebook)
     pyro.set_rng_seed(1)
     full = objective(model.model, model.guide, x).loss
+    model.load_state_dict(state)
     pyro.set_rng_seed(1)
     scaled = objective(model.model, model.guide, x, data_size=80).loss
     assert torch.allclose(scaled, 10 * full, rtol=1e-5), (scaled, full)
@@ -82,10 +90,18 @@ def test_predictive_generates_and_reconstructs(model_case):
     make_model, make_data = MODEL_CASES[model_case]
     model, x = make_model(), make_data(5)
     prior_pred = Predictive(model.model, num_samples=3)(num_samples=4)
-    assert prior_pred["x"].shape[-2:] == (4, model.input_dim)
     assert prior_pred["x"].shape[0] == 3
+    if model.data_support == "tokens":  # sentences: as long as each decoding runs
+        assert prior_pred["x"].shape[-2] == 4 and (prior_pred["x"] < model.input_dim).all()
+    else:
+        assert prior_pred["x"].shape[-2:] == (4, model.input_dim)
+    if not model.latent_sites:
+        return
     posterior_pred = Predictive(model.model, guide=model.guide, num_samples=2, return_sites=["z"])(x)
     assert posterior_pred["z"].shape[0] == 2
+    if model.data_support == "tokens":
+        assert model.generate(6).shape[0] == 6 and model.reconstruct(x).shape[0] == x.shape[0]
+        return
     assert model.generate(6).shape == (6, model.input_dim)
     assert model.reconstruct(x).shape == x.shape
 
@@ -96,6 +112,12 @@ def test_config_and_state_round_trip(model_case):
     model, x = make_model(), make_data(5)
     clone = type(model).from_config(model.config_dict())
     clone.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="unknown"):
+        type(model).from_config({**model.config_dict(), "nonsense": 1})
+    if not model.latent_sites:
+        for a, b in zip(model.state_dict().values(), clone.state_dict().values()):
+            assert torch.equal(a, b)
+        return
     q = model.encode(x)
     z = q.sample()
     assert torch.equal(q.log_prob(z), clone.encode(x).log_prob(z))
@@ -108,6 +130,14 @@ def test_check_data_rejects_bad_input(model_case):
     make_model, make_data = MODEL_CASES[model_case]
     model, x = make_model(), make_data(5)
     assert torch.equal(model.check_data(x), x)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model.check_data(x.numpy())
+    if model.data_support == "tokens":  # sentences: more in tests/test_text.py
+        with pytest.raises(ValueError, match="shape"):
+            model.check_data(x[0])
+        with pytest.raises(ValueError, match="torch.long"):
+            model.check_data(x.float())
+        return
     with pytest.raises(ValueError, match="shape"):
         model.check_data(x[:, :-1])
     with pytest.raises(ValueError, match="NaN"):
@@ -139,7 +169,7 @@ def test_cuda_step_and_evaluation(model_case, objective_case):
 
     make_model, make_data = MODEL_CASES[model_case]
     model, x = make_model(), make_data(64)
-    if not _applicable(model, objective_case):
+    if not _applicable(model, objective_case, x):
         pytest.skip("objective needs independent latent dimensions")
     trainer = Trainer(model, OBJECTIVE_CASES[objective_case][0](), x, valid=x[:16],
                       config=TrainConfig(epochs=1, batch_size=16, device="cuda", progress=False))

@@ -72,7 +72,7 @@ def test_temperature_anneals_during_training():
     m = BernVAE(input_dim=12, latent_dim=4, hidden=(16,), estimator="gumbel", temperature=1.0,
                 min_temperature=0.5, anneal_rate=0.05)
     x = _binary(64)
-    Trainer(m, OBJECTIVES.get("elbo")(), x, config=TrainConfig(epochs=2, batch_size=8, progress=False)).fit()
+    Trainer(m, OBJECTIVES.get("meanfield")(), x, config=TrainConfig(epochs=2, batch_size=8, progress=False)).fit()
     assert m.temperature.item() == pytest.approx(max(0.5, math.exp(-0.05 * 15)), rel=1e-6)
     m.set_step(10**6)
     assert m.temperature.item() == 0.5
@@ -103,3 +103,44 @@ def test_cli_trains_discrete_models(model, estimator, extra, tmp_path, capsys):
     for key in ("test_neg_elbo", "test_nll", "test_kl", "train_steps", "train_seconds"):
         assert math.isfinite(metrics[key]), key
     assert metrics["train_steps"] == 50
+
+
+@pytest.mark.parametrize("cls,kwargs", [(BernVAE, {"latent_dim": 4}),
+                                        (CatVAE, {"num_latents": 3, "num_classes": 4})])
+def test_gumbel_categorical_kl_is_the_exact_kl_with_relaxed_reconstruction(cls, kwargs):
+    # Jang et al.'s objective: E_{relaxed z}[log p(x|z)] - KL(q(z|x) || p(z)) with the discrete KL
+    m = cls(input_dim=12, hidden=(16,), estimator="gumbel", temperature=0.7, **kwargs)
+    x = _binary(6)
+    pyro.set_rng_seed(3)
+    loss = OBJECTIVES.get("meanfield")()(m.model, m.guide, x).loss
+    pyro.set_rng_seed(3)
+    z = pyro.poutine.trace(m.guide).get_trace(x).nodes["z"]["value"]
+    assert ((z > 0) & (z < 1)).any()  # relaxed
+    with torch.no_grad():
+        recon = m.decode(z).log_prob(x).sum()
+        kl = torch.distributions.kl_divergence(m.encode(x), m.prior(6)).sum()
+    assert loss.item() == pytest.approx(-(recon - kl).item(), rel=1e-5)
+
+
+def test_cli_gradients_command(tmp_path):
+    run = str(tmp_path / "cat")
+    assert main(["train", "catvae", "--dataset", "binarized_mnist_small", "--epochs", "1", "--num-latents", "1",
+                 "--num-classes", "5", "--hidden", "32", "--estimator", "enum", "--eval-particles", "2",
+                 "--no-progress", "--no-figures", "--out", run]) == 0
+    assert main(["gradients", run, "--estimators", "reinforce,st,gumbel,vimco", "--draws", "20",
+                 "--batch-size", "10"]) == 0
+    result = json.loads((tmp_path / "cat" / "gradients.json").read_text())
+    rows = result["estimators"]
+    assert set(rows) == {"enum", "reinforce", "st", "gumbel", "vimco"}
+    assert "relative_bias" in rows["st"] and "relative_bias" not in rows["vimco"]
+    assert (tmp_path / "cat" / "gradients.md").read_text().startswith("| estimator")
+
+
+def test_catvae_category_grid_changes_one_latent_per_row():
+    m = CatVAE(input_dim=12, num_latents=3, num_classes=4, hidden=(16,))
+    images = m.category_grid(_binary(1)[0])
+    assert images.shape == (12, 12)
+    base = m._mode(m.encoder_logits(_binary(1)))[0]
+    for i in range(3):  # the entry of row i at the base class reproduces the base code's decoding
+        k = int(base[i].argmax())
+        assert torch.allclose(images[i * 4 + k], m.decode(base.unsqueeze(0)).mean[0])

@@ -14,6 +14,9 @@ TINY = {
     "vae.py": ["--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-particles", "5",
                "--objective", "iwae", "--particles", "2"],
     "gmm.py": ["--restarts", "2", "--max-components", "3"],
+    "text_vae.py": ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "16", "--eval-particles", "2",
+                    "--anneal-steps", "10", "--data-file", "TEXT_FILE"],
+    "vqvae.py": ["--epochs", "1", "--hidden", "32", "--codebook-size", "16", "--ema-decay", "0.9"],
     "discrete_vae.py": ["--epochs", "1", "--hidden", "32", "--estimator", "st-gumbel", "--eval-particles", "5"],
 }
 
@@ -24,8 +27,11 @@ def test_every_example_is_covered():
 
 
 @pytest.mark.parametrize("script", sorted(TINY))
-def test_example_runs(script, tmp_path):
-    cmd = [sys.executable, str(EXAMPLES / script), *TINY[script], "--out", str(tmp_path / "run")]
+def test_example_runs(script, tmp_path, data_dir):
+    text = tmp_path / "sentences.txt"  # a slice of the real PTB validation split
+    text.write_text("\n".join((data_dir / "ptb" / "ptb.valid.txt").read_text().splitlines()[:200]))
+    args = [str(text) if a == "TEXT_FILE" else a for a in TINY[script]]
+    cmd = [sys.executable, str(EXAMPLES / script), *args, "--out", str(tmp_path / "run")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{"):])

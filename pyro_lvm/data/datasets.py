@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -74,10 +75,25 @@ class DataSplits:
     train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
     info: Dict[str, str] = field(default_factory=dict)
     default_epochs: int = 10
+    #: batch size and evaluation particles used when a command does not say
+    default_batch_size: int = 100
+    default_eval_particles: int = 1000
+    #: the vocabulary of a text data set (:class:`pyro_lvm.data.text.Vocabulary`)
+    vocab: Any = None
+    #: ``(n, batch_size, generator) -> list of index tensors``, one training epoch's
+    #: batches (e.g. bucketed by length); ``None``: a random permutation
+    batch_order: Optional[Callable[[int, int, torch.Generator], List[torch.Tensor]]] = None
 
     @property
     def input_dim(self) -> int:
         return self.train.shape[-1]
+
+    @property
+    def model_options(self) -> Dict[str, Any]:
+        """What a model must be built with to fit this data (its size)."""
+        if self.vocab is not None:
+            return {"vocab_size": len(self.vocab)}
+        return {"input_dim": self.input_dim}
 
     def to(self, device) -> "DataSplits":
         """Move the three splits to ``device`` once."""
@@ -160,11 +176,17 @@ def make_embedded(data_dir, out: Path, sizes=(5000, 1000, 1000), seed: int = 0) 
     np.savez_compressed(out, dim=np.int64(full.input_dim), **arrays)
 
 
-def load_dataset(name: str, data_dir=None, download: bool = True) -> DataSplits:
+def load_dataset(name: str, data_dir=None, download: bool = True, **options: Any) -> DataSplits:
     """Load a registered data set by name.
 
     >>> d = load_dataset("binarized_mnist_small")
     >>> d.train.shape, d.test.shape, d.support
     (torch.Size([5000, 784]), torch.Size([1000, 784]), 'binary')
     """
-    return DATASETS.get(name)(data_dir=data_dir, download=download)
+    loader = DATASETS.get(name)
+    accepted = set(inspect.signature(loader).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"data set {name!r} does not take {', '.join(unknown)}; it takes: "
+                         f"{', '.join(sorted(accepted - {'data_dir', 'download'})) or 'no options'}")
+    return loader(data_dir=data_dir, download=download, **options)

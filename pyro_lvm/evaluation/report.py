@@ -9,7 +9,7 @@ import torch
 
 from pyro_lvm.base import LatentVariableModel
 from pyro_lvm.evaluation.elbo_split import elbo_split
-from pyro_lvm.evaluation.latents import active_units, mutual_information
+from pyro_lvm.evaluation.latents import active_units
 from pyro_lvm.evaluation.marginal_likelihood import log_marginal_likelihood
 
 
@@ -35,13 +35,18 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     was_training = model.training
     model.eval()
     try:
+        if not model.latent_sites:  # log p(x) is exact: one "particle" is the answer
+            num_particles = 1
         ll = log_marginal_likelihood(model.model, model.guide, data, num_particles=num_particles,
                                      batch_size=batch_size, proposal=proposal,
-                                     max_plate_nesting=model.max_plate_nesting, progress=progress)
+                                     max_plate_nesting=model.max_plate_nesting, progress=progress,
+                                     max_elements=max(1, 2**24 // model.evaluation_width))
         split = elbo_split(model.model, model.guide, data,
                            max_plate_nesting=model.max_plate_nesting)
-        n_active, _ = active_units(model.encode, data)
-        mi = mutual_information(model.encode, data)
+        n_active, mi = 0, 0.0
+        if model.latent_sites:
+            n_active, _ = active_units(model.encode, data)
+            mi = model.encoder_mutual_information(data)
     finally:
         model.train(was_training)
     return {

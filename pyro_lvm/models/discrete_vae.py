@@ -22,8 +22,10 @@ reinforce     hard sample / score function with an input-dependent    ``tracegra
               and a decaying-average baseline
 vimco         hard samples / per-sample leave-one-out baselines       ``vimco``
 st            hard sample / identity through the probabilities        ``meanfield``
-gumbel        Concrete relaxation at temperature :math:`\tau`, with   ``elbo``
-              a Concrete prior (a bound on the relaxed model)
+gumbel        Concrete relaxation at temperature :math:`\tau`; KL    ``meanfield``
+              the categorical KL of the logits (Jang et al.), or
+              with ``relaxed_kl="concrete"`` the Monte Carlo KL to a
+              Concrete prior (Maddison et al.)
 st-gumbel     hard sample / Concrete gradient                          ``meanfield``
 enum          summed out exactly (one categorical latent only)        ``enum``
 ============  ======================================================  ==============
@@ -56,13 +58,18 @@ from pyro_lvm.distributions import (
     BernoulliStraightThrough,
     HardRelaxedBernoulliStraightThrough,
     HardRelaxedOneHotCategoricalStraightThrough,
+    RelaxedBernoulliCategoricalKL,
+    RelaxedOneHotCategoricalCategoricalKL,
 )
 from pyro_lvm.nn import ACTIVATIONS, MLP, parse_hidden
 from pyro_lvm.registry import MODELS
 
 #: estimator -> the objective that goes with it
 ESTIMATOR_OBJECTIVES = {"reinforce": "tracegraph", "vimco": "vimco", "st": "meanfield",
-                        "gumbel": "elbo", "st-gumbel": "meanfield", "enum": "enum"}
+                        "gumbel": "meanfield", "st-gumbel": "meanfield", "enum": "enum"}
+
+#: how the ``gumbel`` estimator scores its relaxed samples
+RELAXED_KL = ("categorical", "concrete")
 
 
 @dataclass
@@ -74,9 +81,12 @@ class DiscreteVAEConfig:
     temperature: float = 1.0
     min_temperature: float = 0.5
     anneal_rate: float = 1e-4
+    relaxed_kl: str = "categorical"
 
     def __post_init__(self):
         self.hidden = parse_hidden(self.hidden)
+        if self.relaxed_kl not in RELAXED_KL:
+            raise ValueError(f"relaxed_kl must be one of {RELAXED_KL}, got {self.relaxed_kl!r}")
         if self.estimator not in ESTIMATOR_OBJECTIVES:
             raise ValueError(f"estimator must be one of {sorted(ESTIMATOR_OBJECTIVES)}, got {self.estimator!r}")
         if self.activation not in ACTIVATIONS:
@@ -147,7 +157,7 @@ class DiscreteVAE(LatentVariableModel):
     def code_size(self) -> int:
         return math.prod(self.code_shape)
 
-    def _exact(self, logits) -> dist.Distribution:
+    def _exact(self, logits, validate=None) -> dist.Distribution:
         raise NotImplementedError
 
     def _estimator_dist(self, logits) -> dist.Distribution:
@@ -163,11 +173,14 @@ class DiscreteVAE(LatentVariableModel):
 
     @property
     def supported_objectives(self):
-        return (ESTIMATOR_OBJECTIVES[self.config.estimator],)
+        return (self.default_objective,)
 
     @property
     def default_objective(self) -> str:
-        return ESTIMATOR_OBJECTIVES[self.config.estimator]
+        c = self.config
+        if c.estimator == "gumbel" and c.relaxed_kl == "concrete":
+            return "elbo"  # Concrete vs Concrete has no closed-form KL
+        return ESTIMATOR_OBJECTIVES[c.estimator]
 
     def set_step(self, step: int) -> None:
         c = self.config
@@ -176,6 +189,10 @@ class DiscreteVAE(LatentVariableModel):
     @property
     def _relaxed(self) -> bool:
         return self.training and self.config.estimator == "gumbel"
+
+    @property
+    def _concrete_prior(self) -> bool:
+        return self._relaxed and self.config.relaxed_kl == "concrete"
 
     # ------------------------------------------------------------- densities
     def encoder_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,7 +213,16 @@ class DiscreteVAE(LatentVariableModel):
     def model(self, x=None, *, data_size=None, num_samples=None):
         batch = batch_size_of(x, num_samples)
         with self.data_plate(batch, data_size, self.temperature.device):
-            z = pyro.sample("z", self._relaxed_prior(batch) if self._relaxed else self.prior(batch))
+            if self._concrete_prior:
+                prior = self._relaxed_prior(batch)
+            elif self._relaxed:
+                # soft samples meet a discrete prior only through the registered
+                # categorical KL; its log_prob of a soft value is never used
+                prior = self._exact(torch.zeros(self.code_shape, device=self.temperature.device),
+                                    validate=False).expand([batch])
+            else:
+                prior = self.prior(batch)
+            z = pyro.sample("z", prior)
             return pyro.sample("x", self.decode(z), obs=x)
 
     def guide(self, x, *, data_size=None, num_samples=None):
@@ -254,14 +280,16 @@ class BernVAE(DiscreteVAE):
     def code_shape(self):
         return (self.config.latent_dim,)
 
-    def _exact(self, logits):
-        return dist.Bernoulli(logits=logits).to_event(1)
+    def _exact(self, logits, validate=None):
+        return dist.Bernoulli(logits=logits, validate_args=validate).to_event(1)
 
     def _estimator_dist(self, logits):
         if self.config.estimator == "st":
             return BernoulliStraightThrough(logits=logits).to_event(1)
         if self.config.estimator == "gumbel":
-            return dist.RelaxedBernoulli(self.temperature, logits=logits).to_event(1)
+            cls = RelaxedBernoulliCategoricalKL if self.config.relaxed_kl == "categorical" \
+                else dist.RelaxedBernoulli
+            return cls(self.temperature, logits=logits).to_event(1)
         return HardRelaxedBernoulliStraightThrough(self.temperature, logits=logits).to_event(1)
 
     def _relaxed_prior(self, batch):
@@ -291,15 +319,16 @@ class CatVAE(DiscreteVAE):
         # one latent: a plain categorical, which Pyro can enumerate (it cannot enumerate a product)
         return d if self.config.num_latents == 1 else d.to_event(1)
 
-    def _exact(self, logits):
-        return self._event(dist.OneHotCategorical(logits=logits))
+    def _exact(self, logits, validate=None):
+        return self._event(dist.OneHotCategorical(logits=logits, validate_args=validate))
 
     def _estimator_dist(self, logits):
         if self.config.estimator == "st":
             return self._event(dist.OneHotCategoricalStraightThrough(logits=logits))
         if self.config.estimator == "gumbel":
-            return self._event(dist.RelaxedOneHotCategorical(self.temperature, logits=logits,
-                                                             validate_args=False))
+            cls = RelaxedOneHotCategoricalCategoricalKL if self.config.relaxed_kl == "categorical" \
+                else dist.RelaxedOneHotCategorical
+            return self._event(cls(self.temperature, logits=logits, validate_args=False))
         return self._event(HardRelaxedOneHotCategoricalStraightThrough(self.temperature, logits=logits,
                                                                        validate_args=False))
 
@@ -309,3 +338,38 @@ class CatVAE(DiscreteVAE):
 
     def _mode(self, logits):
         return torch.nn.functional.one_hot(logits.argmax(-1), self.config.num_classes).to(logits.dtype)
+
+    @torch.no_grad()
+    def category_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded means with one categorical variable changed at a time.
+
+        Starting from the most probable code of the single input ``x`` (shape
+        ``(input_dim,)``), row :math:`i` sets latent :math:`i` to each class
+        :math:`k` in turn; returns ``(num_latents * num_classes, input_dim)``.
+        """
+        c = self.config
+        base = self._mode(self.encoder_logits(x.unsqueeze(0)))[0].reshape(c.num_latents, c.num_classes)
+        codes = base.expand(c.num_latents, c.num_classes, c.num_latents, c.num_classes).clone()
+        eye = torch.eye(c.num_classes, dtype=base.dtype, device=base.device)
+        for i in range(c.num_latents):
+            codes[i, :, i] = eye
+        return self.decode(codes.reshape((-1,) + self.code_shape)).mean
+
+    def extra_figures(self, data, out):
+        if data.image_shape is None:
+            return {}
+        from pathlib import Path
+
+        from pyro_lvm.plotting import image_grid
+
+        was = self.training
+        self.eval()
+        try:
+            images = self.category_grid(data.test[0]).cpu().numpy()
+        finally:
+            self.train(was)
+        path = image_grid(images, data.image_shape, Path(out) / "category_grid.png",
+                          "row i: latent i set to class 1..K, the others at a test image's code",
+                          ncol=self.config.num_classes)
+        return {"category_grid": str(path)}
+

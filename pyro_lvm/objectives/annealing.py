@@ -89,6 +89,30 @@ class SigmoidSchedule(_RampSchedule):
         return (s(u) - s(0.0)) / (s(1.0) - s(0.0))
 
 
-def make_schedule(name: str, steps: int = 0, start: float = 0.01) -> Schedule:
-    """Build a schedule by name; ``steps`` and ``start`` are ignored by ``"none"``."""
-    return SCHEDULES.get(name)(steps=steps, start=start)
+class PretrainSchedule(Schedule):
+    r"""Weight 0 for the first ``pretrain_steps`` steps (an autoencoder phase, as in
+    Li et al. 2019's encoder pretraining), then ``after(t - pretrain_steps)``.
+
+    >>> s = PretrainSchedule(100, LinearSchedule(steps=10, start=0.5))
+    >>> s(99), s(100), s(105), s(200)
+    (0.0, 0.5, 0.75, 1.0)
+    """
+
+    def __init__(self, pretrain_steps: int, after: Schedule):
+        if int(pretrain_steps) < 0:
+            raise ValueError(f"pretrain_steps must be non-negative, got {pretrain_steps}")
+        self.pretrain_steps = int(pretrain_steps)
+        self.after = after
+
+    def __call__(self, step: int) -> float:
+        return 0.0 if step < self.pretrain_steps else self.after(step - self.pretrain_steps)
+
+    def __repr__(self) -> str:
+        return f"PretrainSchedule({self.pretrain_steps}, {self.after!r})"
+
+
+def make_schedule(name: str, steps: int = 0, start: float = 0.01, pretrain_steps: int = 0) -> Schedule:
+    """Build a schedule by name; ``steps`` and ``start`` are ignored by ``"none"``;
+    ``pretrain_steps > 0`` puts a zero-weight phase in front."""
+    schedule = SCHEDULES.get(name)(steps=steps, start=start)
+    return PretrainSchedule(pretrain_steps, schedule) if pretrain_steps > 0 else schedule

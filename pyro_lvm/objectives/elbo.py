@@ -44,8 +44,9 @@ def reparam_elbo_loss(model, guide, args, kwargs, kl_weight: float, num_particle
     for site in sample_sites(model_trace).values():
         weight = site["scale"] if site["is_observed"] else site["scale"] * kl_weight
         elbo = elbo + weight * site_log_prob(site).sum()
-    for site in guide_sites.values():
-        elbo = elbo - site["scale"] * kl_weight * site_log_prob(site).sum()
+    for site in guide_sites.values():  # a guide factor (observed) is not a KL term
+        weight = site["scale"] if site["is_observed"] else site["scale"] * kl_weight
+        elbo = elbo - weight * site_log_prob(site).sum()
     return -elbo / num_particles
 
 

@@ -71,6 +71,8 @@ def free_bits_loss(model, guide, args, kwargs, kl_weight: float, lam: float, ana
     recon = log_lik.sum() / num_particles
     kl = 0.0
     model_latents = sample_sites(model_trace, observed=False)
-    for name, site in sample_sites(guide_trace).items():
+    for name, site in sample_sites(guide_trace, observed=False).items():
         kl = kl + free_bits_kl(kl_per_dim(site, model_latents[name], analytic), lam)
+    for site in sample_sites(guide_trace, observed=True).values():  # a guide factor: not a KL
+        recon = recon - site_log_prob(site).sum() / num_particles
     return -scale * (recon - kl_weight * kl)
