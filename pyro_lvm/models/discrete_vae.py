@@ -22,11 +22,11 @@ reinforce     hard sample / score function with an input-dependent    ``tracegra
               and a decaying-average baseline
 vimco         hard samples / per-sample leave-one-out baselines       ``vimco``
 st            hard sample / identity through the probabilities        ``meanfield``
-gumbel        Concrete relaxation at temperature :math:`\tau`; KL    ``meanfield``
+gumbel        Concrete relaxation at temperature :math:`\tau`; KL is  ``meanfield``
               the categorical KL of the logits (Jang et al.), or
               with ``relaxed_kl="concrete"`` the Monte Carlo KL to a
-              Concrete prior (Maddison et al.)
-st-gumbel     hard sample / Concrete gradient                          ``meanfield``
+              Concrete prior (Maddison et al.; objective ``elbo``)
+st-gumbel     hard sample / Concrete gradient                         ``meanfield``
 enum          summed out exactly (one categorical latent only)        ``enum``
 ============  ======================================================  ==============
 
