@@ -149,7 +149,7 @@ def test_generation_is_made_of_vocabulary_words():
 def test_ptb_loader(data_dir):
     d = load_dataset("ptb", data_dir)
     assert d.train.shape[0] == 42068 and d.valid.shape[0] == 3370 and d.test.shape[0] == 3761
-    assert len(d.vocab) == 10002 and int(lengths(d.test).sum()) == 82430 + 0  # 78669 words + 3761 <eos>
+    assert len(d.vocab) == 10002 and int(lengths(d.test).sum()) == 78669 + 3761  # words + one <eos> per sentence
     with pytest.raises(ValueError, match="does not take"):
         load_dataset("binarized_mnist_small", max_vocab=10)
 

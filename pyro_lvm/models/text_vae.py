@@ -173,12 +173,13 @@ class TextVAEConfig(LSTMLMConfig):
 class SentenceModel(LatentVariableModel):
     """What :class:`LSTMLM` and :class:`TextVAE` share: data checks, the decoder, generation."""
 
-    latent_dim = 0
-
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
-        self.decoder = LSTMDecoder(c.vocab_size, c.embed_dim, c.hidden_dim, self.latent_dim, c.dropout)
+        #: size of z (0: a language model with no latent variable)
+        self.latent_dim = getattr(c, "latent_dim", 0)
+        self.decoder = LSTMDecoder(c.vocab_size, c.embed_dim, c.hidden_dim, self.latent_dim, c.dropout,
+                                   getattr(c, "skip", False))
 
     @property
     def evaluation_width(self) -> int:
@@ -353,10 +354,8 @@ class TextVAE(SentenceModel):
     supported_objectives = ("elbo", "meanfield", "iwae")
 
     def __init__(self, config=None, **kwargs):
-        LatentVariableModel.__init__(self, config, **kwargs)
+        super().__init__(config, **kwargs)
         c = self.config
-        self.latent_dim = c.latent_dim
-        self.decoder = LSTMDecoder(c.vocab_size, c.embed_dim, c.hidden_dim, c.latent_dim, c.dropout, c.skip)
         self.encoder_embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_INDEX)
         self.encoder = nn.LSTM(c.embed_dim, c.encoder_hidden_dim, batch_first=True)
         self.to_posterior = nn.Linear(c.encoder_hidden_dim, 2 * c.latent_dim)
