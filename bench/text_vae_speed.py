@@ -54,7 +54,7 @@ def run(step, batches, data):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the data set's (16)")
     p.add_argument("--embed-dim", type=int, default=64)
     p.add_argument("--hidden-dim", type=int, default=128)
     p.add_argument("--steps", type=int, default=100, help="steps per timed repeat")
@@ -62,6 +62,7 @@ def main():
     args = p.parse_args()
     data = load_dataset("ptb", args.data_dir)
     n, vocab = data.train.shape[0], len(data.vocab)
+    args.batch_size = args.batch_size or data.default_batch_size
     torch.manual_seed(0)
     sizes = dict(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim)
     plain = PlainLM(vocab, args.embed_dim, args.hidden_dim)

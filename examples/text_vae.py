@@ -25,7 +25,7 @@ def main(args):
     data = {"dataset": "ptb"} if args.data_file is None else {"dataset": "text",
                                                               "data_options": {"data_file": args.data_file}}
     sizes = {"embed_dim": args.embed_dim, "hidden_dim": args.hidden_dim}
-    train = TrainConfig(epochs=args.epochs, batch_size=32)
+    train = TrainConfig(epochs=args.epochs, batch_size=None, lr=None)  # the data set's batch size and lr
     out = Path(args.out)
     lm = train_run("lstmlm", out / "lstmlm", data_dir=args.data_dir, model_options=sizes, train=train,
                    **data)

@@ -142,8 +142,10 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
                    help="passes over the data (default: the data set's suggestion, 10 for MNIST, "
                    "50 for the small embedded set)")
     t.add_argument("--batch-size", type=int, default=None,
-                   help="default: the data set's suggestion (100 for images, 32 for text)")
-    t.add_argument("--lr", type=float, default=defaults["lr"].default)
+                   help="default: the data set's suggestion (100 for images, 16 for text)")
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (default: the data set's suggestion, "
+                   f"{defaults['lr'].default} for images, 3e-3 for text)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.add_argument("--clip-norm", type=float, default=None)

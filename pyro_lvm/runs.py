@@ -100,7 +100,7 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
     """Train ``model_name`` on ``dataset``, evaluate on the test split, write the run folder.
 
     ``objective=None`` takes the model's ``default_objective``; ``None`` epochs,
-    batch size or ``eval_particles`` take the data set's suggestions.
+    batch size, learning rate or ``eval_particles`` take the data set's suggestions.
     ``data_options`` go to the data set's loader (e.g. ``data_file`` for ``text``).
 
     Returns the metrics dict written to ``metrics.json``.
@@ -127,6 +127,8 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
         train = replace(train, epochs=data.default_epochs)
     if train.batch_size is None:
         train = replace(train, batch_size=data.default_batch_size)
+    if train.lr is None:
+        train = replace(train, lr=data.default_lr)
     if eval_particles is None:
         eval_particles = data.default_eval_particles
     model_cls = MODELS.get(model_name)

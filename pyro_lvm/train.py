@@ -37,7 +37,8 @@ class TrainConfig:
     :param epochs: passes over the training data; ``None`` lets
         :func:`pyro_lvm.runs.train_run` take the data set's suggestion.
     :param int batch_size: data points per gradient step.
-    :param float lr: Adam learning rate.
+    :param float lr: Adam learning rate; ``None`` lets
+        :func:`pyro_lvm.runs.train_run` take the data set's suggestion.
     :param int seed: seeds Pyro/torch and the shuffling.
     :param str device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
     :param bool progress: show a progress bar.
@@ -46,7 +47,7 @@ class TrainConfig:
 
     epochs: Optional[int] = 10
     batch_size: Optional[int] = 100
-    lr: float = 1e-3
+    lr: Optional[float] = 1e-3
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -57,7 +58,7 @@ class TrainConfig:
             raise ValueError(f"epochs must be non-negative, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError("clip_norm must be positive")
@@ -107,8 +108,9 @@ class Trainer:
                  train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
                  batch_order: Optional[Callable[[int, int, torch.Generator], List[torch.Tensor]]] = None):
         self.config = config or TrainConfig()
-        if self.config.epochs is None or self.config.batch_size is None:
-            raise ValueError("TrainConfig.epochs and batch_size must be set for a Trainer")
+        if self.config.epochs is None or self.config.batch_size is None or self.config.lr is None:
+            raise ValueError("TrainConfig.epochs, batch_size and lr must be set for a Trainer "
+                             f"(got {self.config.epochs}, {self.config.batch_size}, {self.config.lr})")
         supported = model.supported_objectives
         name = getattr(type(objective), "registry_name", None)
         if supported is not None and name not in supported:

@@ -97,12 +97,38 @@ def test_lm_and_vae_share_the_decoder():
     assert vae.decoder.latent_dim == 1 and lm.decoder.latent_dim == 0
 
 
-def test_word_dropout_only_in_training_and_never_on_bos():
-    m = _tiny_vae(word_dropout=1.0)
+@pytest.mark.parametrize("token, index", [("unk", UNK_INDEX), ("zero", PAD_INDEX)])
+def test_word_dropout_only_in_training_and_never_on_bos(token, index):
+    m = _tiny_vae(word_dropout=1.0, word_dropout_token=token)
     x = torch.tensor([[4, 5, 3, 0, 0]])
-    assert m.decoder_inputs(x).tolist() == [[2, UNK_INDEX, UNK_INDEX, UNK_INDEX, PAD_INDEX]]
+    assert m.decoder_inputs(x).tolist() == [[2, index, index, index, PAD_INDEX]]
     m.eval()
     assert m.decoder_inputs(x).tolist() == [[2, 4, 5, 3, 0]]
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_skip_connection_feeds_z_to_the_output_layer(skip):
+    m = _tiny_vae(skip=skip)
+    assert m.decoder.out.in_features == 4 + (1 if skip else 0)
+    x = torch.tensor([[4, 5, 3], [6, 3, 0]])
+    z = torch.zeros(2, 1, requires_grad=True)
+    m.sentence_likelihood(x, z).log_prob(x).sum().backward()
+    assert z.grad.abs().sum() > 0
+    if skip:  # a change of z moves the logits even with the LSTM path cut off
+        m.decoder.lstm.weight_ih_l0.data[:, -1] = 0
+        m.decoder.init_state.weight.data.zero_()
+        a = m.sentence_likelihood(x, torch.zeros(2, 1)).logits
+        b = m.sentence_likelihood(x, torch.ones(2, 1)).logits
+        assert not torch.allclose(a, b)
+
+
+def test_zero_word_dropout_feeds_a_zero_vector_distinct_from_unk():
+    m = _tiny_vae(word_dropout=1.0, word_dropout_token="zero")
+    emb = m.decoder.embed(m.decoder_inputs(torch.tensor([[4, 5, 3]])))
+    assert torch.equal(emb[0, 1:], torch.zeros_like(emb[0, 1:]))
+    assert m.decoder.embed.weight[UNK_INDEX].abs().sum() > 0
+    with pytest.raises(ValueError, match="word_dropout_token"):
+        _tiny_vae(word_dropout_token="mask")
 
 
 def test_decoder_is_reset_once_after_pretraining():
@@ -169,6 +195,8 @@ def test_cli_text_train_evaluate_sample_interpolate(tmp_path, data_dir, capsys):
     assert m["test_ppl"] > 1
     config = json.loads((tmp_path / "tv" / "config.json").read_text())
     assert config["model_config"]["reset_decoder_at"] == 3
+    assert config["train"]["lr"] == 3e-3 and config["train"]["batch_size"] == load_dataset(
+        "text", data_file=str(small)).default_batch_size  # the text data set's defaults
     vocab = Vocabulary.load(tmp_path / "tv" / "vocab.json")
     capsys.readouterr()
     assert main(["sample", run, "--num", "3"]) == 0

@@ -75,8 +75,9 @@ class DataSplits:
     train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
     info: Dict[str, str] = field(default_factory=dict)
     default_epochs: int = 10
-    #: batch size and evaluation particles used when a command does not say
+    #: batch size, learning rate and evaluation particles used when a command does not say
     default_batch_size: int = 100
+    default_lr: float = 1e-3
     default_eval_particles: int = 1000
     #: the vocabulary of a text data set (:class:`pyro_lvm.data.text.Vocabulary`)
     vocab: Any = None

@@ -182,7 +182,7 @@ def _text_splits(name: str, train: List[List[str]], valid: List[List[str]], test
     train_lengths = lengths(train_tokens)
     return DataSplits(name, train_tokens, to_tensor(valid, vocab), to_tensor(test, vocab),
                       support="tokens", info=info, default_epochs=2, vocab=vocab,
-                      default_batch_size=32, default_eval_particles=50,
+                      default_batch_size=16, default_lr=3e-3, default_eval_particles=50,
                       batch_order=lambda n, batch_size, g: bucket_batches(train_lengths, batch_size, g))
 
 

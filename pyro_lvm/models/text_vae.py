@@ -5,13 +5,14 @@ Generative story of ``textvae``, for a sentence :math:`w_{1:T}` ending in ``<eos
 .. math::
 
     z \sim \mathcal{N}(0, I_d), \qquad
-    w_t \mid w_{<t}, z \sim \mathrm{Categorical}\big(\mathrm{softmax}(W h_t + b)\big),
+    w_t \mid w_{<t}, z \sim \mathrm{Categorical}\big(\mathrm{softmax}(W [h_t; z] + b)\big),
     \qquad h_t = \mathrm{LSTM}\big(h_{t-1}, [e(w_{t-1}); z]\big),
 
 with :math:`w_0 = \texttt{<bos>}` and the initial state :math:`(h_0, c_0) =
 \tanh(A z + a)`: :math:`z` enters through the initial state and is
-concatenated to every input (with ``skip=True`` also to the input of the
-output layer, :math:`W [h_t; z] + b`, as in Dieng et al. 2019's skip-VAE). The guide is
+concatenated to every input and to the input of the output layer, as in
+Dieng et al. 2019's skip-VAE (``skip=False`` drops that last connection:
+:math:`W h_t + b`). The guide is
 :math:`q_\phi(z \mid w) = \mathcal{N}(\mu_\phi(w), \mathrm{diag}\,\sigma_\phi^2(w))`
 from the final state of an LSTM encoder. ``lstmlm`` is the same decoder with
 no :math:`z` (:math:`d = 0`): :math:`\log p(w)` in closed form.
@@ -23,8 +24,12 @@ sentence first.
 **Posterior collapse** and its cures: the decoder can model the sentence
 alone, so the ELBO's optimum often has :math:`q(z \mid w) = p(z)` (KL = 0).
 
-* ``word_dropout``: decoder inputs (not targets) replaced by ``<unk>`` with
-  this probability during training, so the decoder must lean on :math:`z`;
+* ``word_dropout``: decoder inputs (not targets) dropped with this
+  probability during training, so the decoder must lean on :math:`z`. A
+  dropped word becomes a zero vector (``word_dropout_token="zero"``, the
+  default) or, as in Bowman et al., the ``<unk>`` token
+  (``word_dropout_token="unk"``); in the Penn Treebank ``<unk>`` is a real,
+  frequent word, and the zero vector keeps the two apart;
 * KL annealing, ``beta`` and per-dimension free bits: options of the
   objective (``--kl-anneal``, ``--beta``, ``--free-bits``);
 * encoder pretraining with a decoder reset (Li et al. 2019): with
@@ -153,11 +158,12 @@ class LSTMLMConfig:
 class TextVAEConfig(LSTMLMConfig):
     """Hyperparameters of :class:`TextVAE`."""
 
-    latent_dim: int = 16
+    latent_dim: int = 8
     encoder_hidden_dim: int = 128
     word_dropout: float = 0.0
+    word_dropout_token: str = "zero"
     reset_decoder_at: int = 0
-    skip: bool = False
+    skip: bool = True
     min_scale: float = 1e-4
 
     def __post_init__(self):
@@ -166,6 +172,8 @@ class TextVAEConfig(LSTMLMConfig):
             raise ValueError("latent_dim and encoder_hidden_dim must be positive")
         if not 0 <= self.word_dropout <= 1:
             raise ValueError(f"word_dropout must be in [0, 1], got {self.word_dropout}")
+        if self.word_dropout_token not in ("unk", "zero"):
+            raise ValueError(f"word_dropout_token must be 'unk' or 'zero', got {self.word_dropout_token!r}")
         if self.reset_decoder_at < 0:
             raise ValueError(f"reset_decoder_at must be non-negative, got {self.reset_decoder_at}")
 
@@ -220,7 +228,8 @@ class SentenceModel(LatentVariableModel):
         if self.training and rate > 0:
             drop = (torch.rand(inputs.shape, device=inputs.device) < rate) & (inputs != PAD_INDEX)
             drop[:, 0] = False  # keep <bos>
-            inputs = inputs.masked_fill(drop, UNK_INDEX)
+            fill = UNK_INDEX if self.config.word_dropout_token == "unk" else PAD_INDEX  # <pad>: a zero vector
+            inputs = inputs.masked_fill(drop, fill)
         return inputs
 
     def sentence_likelihood(self, tokens: torch.Tensor, z: Optional[torch.Tensor]) -> SentenceLikelihood:
