@@ -123,12 +123,8 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
         data_options = saved.get("data_options", {})
     data_options = dict(data_options or {})
     data = load_dataset(dataset, data_dir, **data_options)
-    if train.epochs is None:
-        train = replace(train, epochs=data.default_epochs)
-    if train.batch_size is None:
-        train = replace(train, batch_size=data.default_batch_size)
-    if train.lr is None:
-        train = replace(train, lr=data.default_lr)
+    suggested = {"epochs": data.default_epochs, "batch_size": data.default_batch_size, "lr": data.default_lr}
+    train = replace(train, **{k: v for k, v in suggested.items() if getattr(train, k) is None})
     if eval_particles is None:
         eval_particles = data.default_eval_particles
     model_cls = MODELS.get(model_name)
