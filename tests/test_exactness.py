@@ -3,6 +3,7 @@
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -23,6 +24,7 @@ from pyro_lvm.objectives import (
     TraceGraphELBO,
     free_bits_kl,
 )
+from pyro_lvm.objectives.free_bits import kl_per_dim
 
 
 def make_ppca(input_dim=4, latent_dim=2, seed=0, weight_scale=1.5):
@@ -169,7 +171,9 @@ def test_free_bits_floor_and_gradient():
     assert torch.allclose(kl.grad[:, 1], torch.ones(2))
 
 
-def test_free_bits_objective_equals_formula():
+@pytest.mark.parametrize("objective", [ELBO, MeanFieldELBO], ids=["elbo", "meanfield"])
+def test_free_bits_objective_equals_formula(objective):
+    # under both objectives the floor applies to the closed-form KL of each dimension
     m = VAE(input_dim=6, latent_dim=3, hidden=(8,))
     x = torch.bernoulli(torch.full((5, 6), 0.5))
     pyro.set_rng_seed(4)
@@ -178,8 +182,21 @@ def test_free_bits_objective_equals_formula():
     per_dim = torch.distributions.kl_divergence(q.base_dist, p.base_dist).detach()
     expected = -(terms["recon"].sum() - 5 * per_dim.mean(0).clamp_min(0.7).sum())
     pyro.set_rng_seed(4)
-    loss = MeanFieldELBO(free_bits=0.7)(m.model, m.guide, x).loss
+    loss = objective(free_bits=0.7)(m.model, m.guide, x).loss
     assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_free_bits_kl_is_closed_form_when_registered_else_one_sample():
+    loc, scale = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.5, 2.0]])
+    q = dist.Normal(loc, scale).to_event(1)
+    z = q.sample()
+    site = {"name": "z", "fn": q, "value": z}
+    normal = {"fn": dist.Normal(torch.zeros(1, 2), 1.0).to_event(1)}
+    closed = torch.distributions.kl_divergence(q.base_dist, normal["fn"].base_dist)
+    assert torch.allclose(kl_per_dim(site, normal), closed)
+    student = {"fn": dist.StudentT(3.0, torch.zeros(1, 2), 1.0).to_event(1)}  # no closed form
+    one_sample = q.base_dist.log_prob(z) - student["fn"].base_dist.log_prob(z)
+    assert torch.allclose(kl_per_dim(site, student), one_sample)
 
 
 @pytest.mark.parametrize("schedule", [LinearSchedule(100, 0.05), SigmoidSchedule(100, 0.05)], ids=repr)

@@ -43,7 +43,7 @@ def test_catvae_gumbel_beats_reinforce_and_vqvae_beats_kmeans(data_dir, tmp_path
 
 @pytest.mark.slow
 def test_text_vae_collapses_without_cures_and_not_with_them(data_dir, tmp_path, capsys):
-    """Issue 5's commands at 2 epochs of PTB (about 45 minutes on 2 CPU cores)."""
+    """Issue 5's commands at 2 epochs of PTB (about 30 minutes on 2 CPU cores)."""
     ptb = ["--dataset", "ptb", "--data-dir", str(data_dir), "--epochs", "2", "--seed", "0",
            "--eval-particles", "50"]
     lm = _train(["train", "lstmlm", *ptb, "--out", str(tmp_path / "lm")], capsys)
@@ -52,7 +52,5 @@ def test_text_vae_collapses_without_cures_and_not_with_them(data_dir, tmp_path, 
                     "--anneal-steps", "5000", "--free-bits", "0.25", "--out", str(tmp_path / "cured")], capsys)
     assert plain["test_kl"] < 0.5, plain
     assert cured["test_kl"] >= 3 and cured["active_units"] >= 5, cured
-    if cured["test_ppl"] > 1.05 * lm["test_ppl"]:
-        # measured 156.9 against 149.0 (1.053x) with the defaults of docs/models/text_vae.rst
-        pytest.xfail(f"known shortfall: cured perplexity {cured['test_ppl']:.1f} vs LM {lm['test_ppl']:.1f} "
-                     "(> 1.05x) at this budget")
+    # measured 156.1 against 149.0 (1.047x) on 2 threads, 1.0496x on one: a thin margin
+    assert cured["test_ppl"] <= 1.05 * lm["test_ppl"], (cured["test_ppl"], lm["test_ppl"])

@@ -13,7 +13,7 @@ from pyro_lvm.data.text import (EOS_INDEX, PAD_INDEX, UNK_INDEX, Vocabulary, buc
 from pyro_lvm.evaluation import log_marginal_likelihood
 from pyro_lvm.models import LSTMLM, TextVAE
 from pyro_lvm.models.text_vae import LSTMDecoder
-from pyro_lvm.objectives import ELBO
+from pyro_lvm.objectives import ELBO, MeanFieldELBO
 
 SENTENCES = [s.split() for s in ["the cat sat", "a dog ran far away", "the dog sat", "cats run"]]
 
@@ -146,7 +146,7 @@ def test_decoder_is_reset_once_after_pretraining():
 def test_free_bits_and_elbo_run_on_sentences():
     m = _tiny_vae()
     x = torch.tensor([[4, 5, 3, 0], [6, 3, 0, 0]])
-    for objective in (ELBO(), ELBO(free_bits=0.5)):
+    for objective in (ELBO(), ELBO(free_bits=0.5), MeanFieldELBO(free_bits=0.5)):
         terms = objective(m.model, m.guide, x, data_size=10)
         terms.surrogate.backward()
         assert torch.isfinite(terms.loss) and m.encoder_embed.weight.grad.abs().sum() > 0
@@ -212,4 +212,5 @@ def test_cli_text_train_evaluate_sample_interpolate(tmp_path, data_dir, capsys):
     assert main(["train", "lstmlm", "--data-file", str(small), "--epochs", "1", "--embed-dim", "8",
                  "--hidden-dim", "16", "--no-progress", "--out", lm]) == 0
     assert json.loads((tmp_path / "lm" / "metrics.json").read_text())["nll_particles"] == 1
+    assert json.loads((tmp_path / "lm" / "config.json").read_text())["objective"] == "elbo"
     assert main(["interpolate", lm, "a", "b"]) == 2  # no latent code: a clear error

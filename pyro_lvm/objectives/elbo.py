@@ -8,8 +8,8 @@ r"""The Monte Carlo ELBO, Pyro's ``Trace_ELBO``.
 
 estimated with reparameterized samples (score-function terms for sites
 without ``rsample``). With ``free_bits`` the KL part is replaced by
-:func:`~pyro_lvm.objectives.free_bits.free_bits_kl` of its one-sample
-per-dimension estimate.
+:func:`~pyro_lvm.objectives.free_bits.free_bits_kl` of the per-dimension KL,
+in closed form where one exists (see :mod:`pyro_lvm.objectives.free_bits`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ELBO(Objective):
     def loss_terms(self, model, guide, args, kwargs, kl_weight):
         if self.free_bits is not None:
             loss = free_bits_loss(model, guide, args, kwargs, kl_weight, self.free_bits,
-                                  self.analytic_kl, self.num_particles, self.max_plate_nesting)
+                                  self.num_particles, self.max_plate_nesting)
             return LossTerms(loss.detach(), loss)
         if not self.analytic_kl and not self._has_discrete_guide:
             loss = reparam_elbo_loss(model, guide, args, kwargs, kl_weight, self.num_particles,
