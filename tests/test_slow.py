@@ -6,6 +6,9 @@ import pytest
 
 from pyro_lvm.cli import main
 
+# each of these runs for many minutes: lift setup.cfg's 600 s per-test limit
+pytestmark = pytest.mark.timeout(3 * 3600)
+
 
 @pytest.mark.slow
 def test_iwae_beats_elbo_at_equal_budget(data_dir, tmp_path, capsys):
