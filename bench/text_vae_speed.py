@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from pyro_lvm.data import load_dataset
 from pyro_lvm.data.text import BOS_INDEX, PAD_INDEX, lengths
 from pyro_lvm.models import LSTMLM, TextVAE
+from pyro_lvm.base import param_store_registration
 from pyro_lvm.objectives import ELBO
 
 
@@ -83,8 +84,9 @@ def main():
         o = torch.optim.Adam(m.parameters(), 1e-3)
 
         def step(x, m=m, o=o):
-            with pyro.validation_enabled(False):
-                loss = objective(m.model, m.guide, x, data_size=n).surrogate
+            # as the Trainer runs it: torch's Adam holds the parameters, Pyro's param store is not needed
+            with pyro.validation_enabled(False), param_store_registration(False):
+                loss = objective.terms(m.model, m.guide, x, data_size=n).surrogate
             o.zero_grad()
             loss.backward()
             o.step()

@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, ClassVar, Dict, Optional, Tuple
+import functools
+import itertools
+from typing import Any, ClassVar, Dict, Iterator, Optional, Tuple
 
 import pyro
 import torch
 from pyro.nn import PyroModule
 from torch.distributions import Distribution
+
+from pyro_lvm.objectives.checks import check_model_run
+
+_INSTANCE_NAMES = itertools.count()
+#: while > 0, ``model``/``guide`` do not register parameters (the Trainer with a
+#: pyro_lvm objective optimizes ``model.parameters()`` itself)
+_REGISTRATION_OFF = [0]
+
+
+@contextlib.contextmanager
+def param_store_registration(enabled: bool) -> Iterator[None]:
+    """Turn the registration of parameters in Pyro's param store off (or back on) inside.
+
+    Registration is on by default, which is what ``pyro.infer.SVI`` needs. The
+    :class:`~pyro_lvm.train.Trainer` turns it off around its own objectives,
+    whose optimizer holds ``model.parameters()`` directly (one message per
+    parameter and call saved).
+    """
+    delta = 0 if enabled else 1
+    _REGISTRATION_OFF[0] += delta
+    try:
+        yield
+    finally:
+        _REGISTRATION_OFF[0] -= delta
+
+
+def _registered(method, check: bool):
+    """Wrap a subclass's ``model`` or ``guide``: register the parameters first and,
+    for the model, check the traces it runs in against the objective (see
+    :func:`pyro_lvm.objectives.checks.check_model_run`) at the end."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if not _REGISTRATION_OFF[0]:
+            pyro.module(self.pyro_name, self, update_module_params=True)
+        result = method(self, *args, **kwargs)
+        if check:
+            check_model_run(self)
+        return result
+
+    wrapper._pyro_lvm_wrapped = True
+    return wrapper
 
 
 class LatentVariableModel(PyroModule):
@@ -20,7 +65,16 @@ class LatentVariableModel(PyroModule):
     data points whose ``size`` is the size of the whole data set, so that a
     minibatch of :math:`B` out of :math:`N` points is scaled by :math:`N/B`.
     The objective is never part of the model: any objective in
-    :mod:`pyro_lvm.objectives` takes ``(model.model, model.guide, x)``.
+    :mod:`pyro_lvm.objectives`, and any of Pyro's ELBOs, takes ``(model.model,
+    model.guide, x)``; ``pyro.infer.SVI(m.model, m.guide, optim, loss)`` trains it.
+
+    Every parameter reaches Pyro's param store when ``model`` or ``guide`` runs
+    (``pyro.module`` under :attr:`pyro_name`, unique per instance, so two models
+    in one process never share parameters and ``pyro.clear_param_store()``
+    between uses is harmless). At the end of every ``model`` run the traces are
+    checked against the objective that runs them
+    (:mod:`pyro_lvm.objectives.checks`): a pair that would optimise something
+    other than a bound raises a :class:`ValueError` that says why and what to use.
 
     Subclasses set ``Config`` (a dataclass of hyperparameters) and implement
     :meth:`model`, :meth:`guide`, :meth:`encode`, :meth:`decode` and
@@ -39,8 +93,9 @@ class LatentVariableModel(PyroModule):
     observed_site: ClassVar[str] = "x"
     #: name of the latent sample site(s) that the guide samples.
     latent_sites: ClassVar[Tuple[str, ...]] = ("z",)
-    #: registry names of the objectives that apply, or ``None`` for every one.
-    supported_objectives: ClassVar[Optional[Tuple[str, ...]]] = None
+    #: why ``torch.jit.trace`` (``JitTrace_ELBO``) cannot compile the model, or
+    #: ``None`` when it can (static shapes, no Python branching on tensor values).
+    not_traceable: ClassVar[Optional[str]] = None
     #: numbers a model computes per observed value when scoring it (e.g. the
     #: vocabulary size for a softmax output); bounds evaluation chunks' memory.
     evaluation_width: ClassVar[int] = 1
@@ -60,6 +115,26 @@ class LatentVariableModel(PyroModule):
                 f"config must be a {self.Config.__name__}, got {type(config).__name__}"
             )
         self.config = config
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("model", "guide"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_pyro_lvm_wrapped", False):
+                setattr(cls, name, _registered(method, check=name == "model"))
+
+    @property
+    def pyro_name(self) -> str:
+        """The prefix of this instance's parameters in Pyro's param store.
+
+        Unique per instance (a copy gets a new one), e.g. ``"vae_3"``.
+        """
+        entry = self.__dict__.get("_pyro_lvm_name")
+        if entry is None or entry[0] != id(self):
+            prefix = type(self).registry_name or type(self).__name__.lower()
+            entry = (id(self), f"{prefix}_{next(_INSTANCE_NAMES)}")
+            self.__dict__["_pyro_lvm_name"] = entry
+        return entry[1]
 
     # ------------------------------------------------------------------ config
     @classmethod

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
 import typing
 from typing import Any, Dict, List, Optional
@@ -54,6 +56,62 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> List[str
             kind, shown = hint, default
         group.add_argument(_flag(f.name), type=kind, default=None, help=f"(default: {shown})")
         names.append(f.name)
+    return names
+
+
+#: objective arguments that are not command-line flags (built from other flags, or from the model)
+_OBJECTIVE_INTERNAL = {"self", "annealing", "max_plate_nesting"}
+#: short spellings kept for generated flags
+_ALIASES = {"num_particles": ["--particles"]}
+
+
+def _objective_arguments() -> Dict[str, Dict[str, Any]]:
+    """Every argument of every registered objective's constructor: its type, choices and takers."""
+    found: Dict[str, Dict[str, Any]] = {}
+    for name in OBJECTIVES.names():
+        init = OBJECTIVES.get(name).__init__
+        hints = typing.get_type_hints(init)
+        for param in inspect.signature(init).parameters.values():
+            if param.name in _OBJECTIVE_INTERNAL:
+                continue
+            hint = hints.get(param.name, str)
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            if typing.get_origin(hint) is typing.Union and len(args) == 1:  # Optional[X]
+                hint = args[0]
+            entry = found.setdefault(param.name, {"type": hint, "takers": {}, "help": ""})
+            entry["takers"][name] = param.default
+            if not entry["help"]:
+                entry["help"] = _param_doc(OBJECTIVES.get(name), param.name)
+    return found
+
+
+def _param_doc(cls, name: str) -> str:
+    """The text of ``:param ... name:`` in the docstrings of ``cls`` and its bases."""
+    for klass in cls.__mro__:
+        match = re.search(rf":param (?:[\w\[\], ]+ )?{name}:\s*(.+?)(?:\n\s*:|\n\s*\n|$)",
+                          klass.__doc__ or "", re.S)
+        if match:
+            return " ".join(match.group(1).split()).replace("``", "").replace(":math:", "").replace("`", "")
+    return ""
+
+
+def _add_objective_options(group) -> List[str]:
+    """One flag per objective argument, generated from the constructors' signatures."""
+    names = []
+    for arg, info in sorted(_objective_arguments().items()):
+        hint = info["type"]
+        kwargs: Dict[str, Any] = {}
+        if typing.get_origin(hint) is typing.Literal:
+            kwargs["choices"] = typing.get_args(hint)
+        else:
+            kwargs["type"] = hint
+        by_default: Dict[Any, List[str]] = {}
+        for objective, default in info["takers"].items():
+            by_default.setdefault(default, []).append(objective)
+        defaults = "; ".join(f"{'off' if d is None else d} for {', '.join(o)}" for d, o in by_default.items())
+        group.add_argument(_flag(arg), *_ALIASES.get(arg, []), dest=arg, default=None,
+                           help=f"{info['help']} (default: {defaults})", **kwargs)
+        names.append(arg)
     return names
 
 
@@ -125,14 +183,10 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     o = p.add_argument_group("objective")
     o.add_argument("--objective", default=None, choices=OBJECTIVES.names(),
                    help="default: the model's own (elbo; for discrete VAEs the estimator's)")
-    o.add_argument("--particles", type=int, default=None, help="samples per data point (K)")
-    o.add_argument("--gradient", default=None, choices=("reparam", "dreg"),
-                   help="IWAE gradient estimator")
-    o.add_argument("--beta", type=float, default=None, help="KL weight (default 1)")
+    p.set_defaults(objective_fields=_add_objective_options(o))
     o.add_argument("--kl-anneal", default="none", choices=SCHEDULES.names())
     o.add_argument("--anneal-steps", type=int, default=10000)
     o.add_argument("--anneal-start", type=float, default=0.01)
-    o.add_argument("--free-bits", type=float, default=None, help="nats per latent dimension")
     o.add_argument("--pretrain-steps", type=int, default=0,
                    help="KL weight 0 for this many steps (encoder pretraining), then the decoder is "
                    "re-initialised where the model can (reset_decoder_at) and annealing starts")
@@ -301,8 +355,7 @@ def _train(args) -> Dict[str, Any]:
     from pyro_lvm.runs import train_run
 
     model_options = {k: getattr(args, k) for k in args.model_fields if getattr(args, k) is not None}
-    objective_options = {"num_particles": args.particles, "gradient": args.gradient,
-                         "beta": args.beta, "free_bits": args.free_bits}
+    objective_options = {k: getattr(args, k) for k in args.objective_fields}
     if args.kl_anneal != "none":
         objective_options.update(kl_anneal=args.kl_anneal, anneal_steps=args.anneal_steps,
                                  anneal_start=args.anneal_start)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-from torch.distributions import kl_divergence, register_kl
+from torch.distributions import constraints, kl_divergence, register_kl
 
 
 class BernoulliStraightThrough(dist.Bernoulli):
@@ -47,7 +47,12 @@ class BernoulliStraightThrough(dist.Bernoulli):
 
 
 class HardRelaxedBernoulliStraightThrough(dist.RelaxedBernoulliStraightThrough):
-    """Straight-through relaxed Bernoulli scored by the Bernoulli probability of the hard value."""
+    """Straight-through relaxed Bernoulli scored by the Bernoulli probability of the hard value.
+
+    Its values are hard, so its support is the Bernoulli's.
+    """
+
+    support = constraints.boolean
 
     def log_prob(self, value):
         return dist.Bernoulli(logits=self.logits, validate_args=False).log_prob(value.detach().round())
@@ -58,7 +63,10 @@ class HardRelaxedOneHotCategoricalStraightThrough(dist.RelaxedOneHotCategoricalS
 
     Build it with ``validate_args=False``: the soft sample sums to 1 only
     within about 1e-6 and default validation rejects it (pyro issue 3304).
+    Its values are hard one-hot vectors, so its support is the categorical's.
     """
+
+    support = constraints.one_hot
 
     def log_prob(self, value):
         return dist.OneHotCategorical(logits=self.logits, validate_args=False).log_prob(value.detach().round())

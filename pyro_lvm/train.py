@@ -15,9 +15,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pyro
 import torch
+from pyro.infer import ELBO as PyroELBO
 from tqdm.auto import tqdm
 
-from pyro_lvm.base import LatentVariableModel
+from pyro_lvm.base import LatentVariableModel, param_store_registration
 from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
 from pyro_lvm.objectives.base import Objective
 
@@ -80,7 +81,11 @@ class Trainer:
     exactly where an interrupted run stopped.
 
     :param model: the model.
-    :param objective: any :class:`~pyro_lvm.objectives.base.Objective`.
+    :param objective: any :class:`~pyro_lvm.objectives.base.Objective`, or one of
+        Pyro's ELBOs (``pyro.infer.Trace_ELBO()``, ...), which is stepped through its
+        ``loss_and_grads`` as ``SVI`` does. With the same seed, data order and
+        objective, the parameters after N steps equal those of ``pyro.infer.SVI``
+        with ``pyro.optim.Adam`` (to float tolerance).
     :param train: training data, shape ``(N, D)``.
     :param valid: validation data or ``None``.
     :param config: :class:`TrainConfig`.
@@ -111,16 +116,15 @@ class Trainer:
         if self.config.epochs is None or self.config.batch_size is None or self.config.lr is None:
             raise ValueError("TrainConfig.epochs, batch_size and lr must be set for a Trainer "
                              f"(got {self.config.epochs}, {self.config.batch_size}, {self.config.lr})")
-        supported = model.supported_objectives
-        name = getattr(type(objective), "registry_name", None)
-        if supported is not None and name not in supported:
-            raise ValueError(f"{type(model).__name__} is trained with the objective(s) {list(supported)}, "
-                             f"not {name!r}")
+        if not isinstance(objective, PyroELBO):
+            raise TypeError("objective must be a pyro_lvm objective or a pyro.infer.ELBO, "
+                            f"got {type(objective).__name__}")
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.objective = objective
         self.train_data = model.check_data(train, "training data").to(self.device)
         self.valid_data = None if valid is None else model.check_data(valid, "validation data").to(self.device)
+        self._check_objective()
         self.train_transform = train_transform
         self.batch_order = batch_order
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -133,6 +137,29 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
         #: (step, mean loss per data point over the last ``LOG_EVERY`` steps)
         self.step_log: List[List[float]] = []
+
+    def _check_objective(self) -> None:
+        """Run the objective once on a first batch, before any training: an objective
+        that does not fit the model raises here (:mod:`pyro_lvm.objectives.checks`), not
+        after the first epoch. Parameters, buffers, Pyro's param store and the random state
+        are restored."""
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        rng = torch.get_rng_state()
+        was_training = self.model.training
+        self.model.train()
+        try:  # a scratch param store: e.g. TraceGraph_ELBO keeps baseline averages there
+            with pyro.validation_enabled(False), pyro.get_param_store().scope():
+                x, n = self.train_data[:self.config.batch_size], self.train_data.shape[0]
+                if isinstance(self.objective, Objective):
+                    with param_store_registration(False):  # with gradients: all rules apply
+                        self.objective.terms(self.model.model, self.model.guide, x, data_size=n, step=0)
+                else:  # one of Pyro's ELBOs: its value alone (the gradient rules run at the first step)
+                    with torch.no_grad():
+                        self.objective.loss(self.model.model, self.model.guide, x, data_size=n)
+        finally:
+            self.model.load_state_dict(state)
+            self.model.train(was_training)
+            torch.set_rng_state(rng)
 
     # ------------------------------------------------------------ checkpoints
     @property
@@ -175,15 +202,24 @@ class Trainer:
         tmp.replace(path)
 
     # ------------------------------------------------------------------ steps
-    def _loss(self, x: torch.Tensor):
-        return self.objective(self.model.model, self.model.guide, x, step=self.step,
-                              data_size=self.train_data.shape[0])
+    def _loss_and_grads(self, x: torch.Tensor) -> float:
+        """The loss of one batch as a number, with the estimator's gradients accumulated."""
+        model, n = self.model, self.train_data.shape[0]
+        if not isinstance(self.objective, Objective):  # one of Pyro's ELBOs: as SVI.step runs it
+            return self.objective.loss_and_grads(model.model, model.guide, x, data_size=n)
+        self.objective.step = self.step
+        with param_store_registration(False):  # Adam holds model.parameters() itself
+            terms = self.objective.terms(model.model, model.guide, x, data_size=n)
+        loss = terms.loss.item()
+        if math.isfinite(loss):  # a non-finite loss is refused before any gradient exists
+            terms.surrogate.backward()
+        return loss
 
     def train_step(self, x: torch.Tensor) -> float:
         """One gradient step on the minibatch ``x``; returns the loss per data point."""
         self.model.set_step(self.step)
-        terms = self._loss(x)
-        loss = terms.loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss_and_grads(x)
         if not math.isfinite(loss):
             raise TrainingDivergedError(
                 f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {self.step}; the step was "
@@ -191,8 +227,6 @@ class Trainer:
                 f"{self.checkpoint_path or '(none: no run directory)'}. Try a smaller learning "
                 "rate or gradient clipping."
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.surrogate.backward()
         if self.config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
@@ -209,12 +243,15 @@ class Trainer:
         n = self.valid_data.shape[0]
         was_training = self.model.training
         self.model.eval()  # no word dropout, exact discrete latents: the model as evaluated
+        model, objective = self.model, self.objective
         try:
-            with pyro.validation_enabled(False), torch.no_grad():
+            with pyro.validation_enabled(False), torch.no_grad(), param_store_registration(False):
                 for start in range(0, n, self.config.batch_size):
                     x = self.valid_data[start:start + self.config.batch_size]
-                    terms = self.objective(self.model.model, self.model.guide, x, step=2**62)
-                    total += terms.loss.item()
+                    if isinstance(objective, Objective):  # at the final KL weight
+                        total += objective.terms(model.model, model.guide, x, step=math.inf).loss.item()
+                    else:
+                        total += objective.loss(model.model, model.guide, x)
         finally:
             self.model.train(was_training)
         return total / n

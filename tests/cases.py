@@ -1,6 +1,7 @@
 """Tiny instances of every registered model and every objective, for the common suite."""
 
 import torch
+from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from pyro_lvm.models import GMM, LSTMLM, PPCA, VAE, VQVAE, BernVAE, CatVAE, TextVAE
 from pyro_lvm.objectives import ELBO, IWAE, VIMCO, EnumELBO, LinearSchedule, MeanFieldELBO, TraceGraphELBO
@@ -93,3 +94,58 @@ OBJECTIVE_COVERS = {"elbo", "meanfield", "tracegraph", "iwae", "enum", "vimco"}
 
 #: for the training test: the first objective that applies to a model
 TRAINING_PREFERENCE = ["elbo", "iwae-dreg", "tracegraph", "enum", "meanfield", "vimco"]
+
+#: Pyro's own ELBOs, as a user would build them
+STOCK_CASES = {
+    "Trace_ELBO": lambda: Trace_ELBO(max_plate_nesting=1),
+    "TraceGraph_ELBO": lambda: TraceGraph_ELBO(max_plate_nesting=1),
+    "TraceMeanField_ELBO": lambda: TraceMeanField_ELBO(max_plate_nesting=1),
+    "TraceEnum_ELBO": lambda: TraceEnum_ELBO(max_plate_nesting=1),
+    "RenyiELBO": lambda: RenyiELBO(num_particles=3, max_plate_nesting=1),
+    "JitTrace_ELBO": lambda: JitTrace_ELBO(max_plate_nesting=1, ignore_jit_warnings=True),
+}
+
+#: every objective case, ours and Pyro's: name -> factory
+ALL_OBJECTIVES = {**{name: make for name, (make, _) in OBJECTIVE_CASES.items()}, **STOCK_CASES}
+
+_GMM = {"gmm-full", "gmm-diag", "gmm-spherical"}
+_VQ = {"vqvae-gaussian", "vqvae-ema", "vqvae-bernoulli"}
+#: a relaxed (Gumbel-softmax) sample against a discrete prior: only a closed-form KL may score it
+_RELAXED = {"bernvae-gumbel", "catvae-gumbel"}
+#: guides without rsample (score-function estimators)
+_DISCRETE = {f"{m}-{e}" for m in ("bernvae", "catvae") for e in ("reinforce", "vimco")}
+#: hard samples with a straight-through gradient
+_STRAIGHT_THROUGH = {"bernvae-st", "catvae-st", "bernvae-st-gumbel", "catvae-st-gumbel"}
+_NOT_REBUILDABLE = {"bernvae-gumbel-concrete", "catvae-gumbel-concrete"}
+_IMPORTANCE_WEIGHTED = {"iwae", "iwae-dreg", "iwae-beta-annealed", "vimco", "RenyiELBO"}
+_CLOSED_FORM_KL = {"meanfield", "meanfield-annealed-freebits", "elbo-freebits", "TraceMeanField_ELBO"}
+_ENUM = {"enum", "TraceEnum_ELBO"}
+_FREE_BITS = {"elbo-freebits", "meanfield-annealed-freebits"}
+
+#: (model cases, objective cases, a phrase the refusal must contain), first match wins;
+#: every pair listed nowhere must train
+REFUSALS = [
+    (_GMM | {"catvae-enum"}, set(ALL_OBJECTIVES) - _ENUM, "enumeration"),
+    (_RELAXED, set(ALL_OBJECTIVES) - _CLOSED_FORM_KL, "outside the support"),
+    (_DISCRETE, _CLOSED_FORM_KL, "no rsample"),
+    (_DISCRETE, {"RenyiELBO"}, "no score-function gradient"),
+    (_DISCRETE, {"iwae-dreg"}, "doubly reparameterized"),
+    (_STRAIGHT_THROUGH, _IMPORTANCE_WEIGHTED, "straight-through gradient"),
+    (_NOT_REBUILDABLE, {"iwae-dreg"}, "stopped parameters"),
+    (_VQ | {"ppca"}, _FREE_BITS, "independent dimensions"),
+    (_VQ, {"meanfield", "TraceMeanField_ELBO", "iwae-dreg"}, "factor 'vq_loss'"),
+    (_VQ | {"textvae", "lstmlm"}, {"JitTrace_ELBO"}, "torch.jit.trace"),
+]
+
+#: parameters that a pair may leave unchanged: the learned REINFORCE baseline, which only
+#: TraceGraph_ELBO (objective 'tracegraph') trains
+UNTRAINED = {(m, o): "baseline." for m in ("bernvae-reinforce", "catvae-reinforce")
+             for o in ALL_OBJECTIVES if o not in ("tracegraph", "TraceGraph_ELBO")}
+
+
+def expected_refusal(model_case, objective_case):
+    """The phrase the refusal of this pair must contain, or ``None`` if it must train."""
+    for models, objectives, phrase in REFUSALS:
+        if model_case in models and objective_case in objectives:
+            return phrase
+    return None

@@ -51,9 +51,9 @@ def test_enumerated_objective_is_the_exact_log_likelihood(covariance):
     torch.manual_seed(0)
     gmm = GMM(input_dim=2, components=3, covariance=covariance).double()
     x = blobs(20)
-    loss = EnumELBO()(gmm.model, gmm.guide, x).loss
+    loss = EnumELBO().terms(gmm.model, gmm.guide, x).loss
     assert loss.item() == pytest.approx(-by_hand_log_likelihood(gmm, x).sum(), rel=1e-10)
-    scaled = EnumELBO()(gmm.model, gmm.guide, x, data_size=400).loss
+    scaled = EnumELBO().terms(gmm.model, gmm.guide, x, data_size=400).loss
     assert scaled.item() == pytest.approx(400 / x.shape[0] * loss.item(), rel=1e-10)
 
 

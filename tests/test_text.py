@@ -147,7 +147,7 @@ def test_free_bits_and_elbo_run_on_sentences():
     m = _tiny_vae()
     x = torch.tensor([[4, 5, 3, 0], [6, 3, 0, 0]])
     for objective in (ELBO(), ELBO(free_bits=0.5), MeanFieldELBO(free_bits=0.5)):
-        terms = objective(m.model, m.guide, x, data_size=10)
+        terms = objective.terms(m.model, m.guide, x, data_size=10)
         terms.surrogate.backward()
         assert torch.isfinite(terms.loss) and m.encoder_embed.weight.grad.abs().sum() > 0
 

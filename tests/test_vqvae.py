@@ -34,13 +34,13 @@ def test_quantizes_to_the_nearest_code():
 def test_straight_through_and_codebook_gradients():
     m = _model()
     x = _data()
-    ELBO()(m.model, m.guide, x).surrogate.backward()
+    ELBO().terms(m.model, m.guide, x).surrogate.backward()
     assert m.encoder[0].weight.grad.abs().sum() > 0  # decoder -> encoder through the straight-through path
     assert m.codebook.grad.abs().sum() > 0  # from the codebook term only
     # without the codebook and commitment terms (eval mode) the codebook gets no gradient
     m.zero_grad()
     m.eval()
-    ELBO()(m.model, m.guide, x).surrogate.backward()
+    ELBO().terms(m.model, m.guide, x).surrogate.backward()
     assert m.codebook.grad is None or m.codebook.grad.abs().sum() == 0
 
 
@@ -48,7 +48,7 @@ def test_training_loss_is_reconstruction_plus_vq_terms():
     m = _model(commitment=0.5)
     x = _data()
     m.initialized.fill_(True)  # keep the codebook as it is
-    loss = ELBO()(m.model, m.guide, x).loss
+    loss = ELBO().terms(m.model, m.guide, x).loss
     with torch.no_grad():
         z_e = m.encoder_output(x)
         z_q = m.codebook[m.nearest(z_e)]
@@ -71,7 +71,7 @@ def test_ema_update_follows_the_formula():
     count, total = m.ema_count.clone(), m.ema_sum.clone()
     z_e = m.encoder_output(x).detach()
     idx = m.nearest(z_e)
-    ELBO()(m.model, m.guide, x)
+    ELBO().terms(m.model, m.guide, x)
     n_k = torch.bincount(idx.reshape(-1), minlength=5).float()
     s_k = torch.zeros(5, 2).index_add_(0, idx.reshape(-1), z_e.reshape(-1, 2))
     new_count = 0.8 * count + 0.2 * n_k
@@ -87,7 +87,7 @@ def test_codebook_starts_from_encoder_outputs():
     m = _model()
     x = _data()
     pyro.set_rng_seed(0)
-    ELBO()(m.model, m.guide, x)
+    ELBO().terms(m.model, m.guide, x)
     assert bool(m.initialized)
     z_e = m.encoder_output(x).reshape(-1, 2)
     gaps = ((m.codebook.detach()[:, None] - z_e.detach()[None]) ** 2).sum(-1)

@@ -47,7 +47,7 @@ def _with_estimator(model, estimator: str):
 
 def _encoder_grad(model, objective, x) -> torch.Tensor:
     model.zero_grad(set_to_none=True)
-    objective(model.model, model.guide, x).surrogate.backward()
+    objective.terms(model.model, model.guide, x).surrogate.backward()
     return torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
 
 

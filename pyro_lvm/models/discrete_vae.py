@@ -172,10 +172,6 @@ class DiscreteVAE(LatentVariableModel):
         return "binary"
 
     @property
-    def supported_objectives(self):
-        return (self.default_objective,)
-
-    @property
     def default_objective(self) -> str:
         c = self.config
         if c.estimator == "gumbel" and c.relaxed_kl == "concrete":
@@ -269,7 +265,7 @@ class BernVAE(DiscreteVAE):
         >>> vae = BernVAE(input_dim=12, latent_dim=4, hidden=(16,), estimator="st")
         >>> objective = OBJECTIVES.get(vae.default_objective)()
         >>> x = torch.bernoulli(torch.full((5, 12), 0.5))
-        >>> objective(vae.model, vae.guide, x).surrogate.backward()
+        >>> objective.terms(vae.model, vae.guide, x).surrogate.backward()
         >>> bool(vae.encoder[0].weight.grad.abs().sum() > 0)   # the encoder learns
         True
     """

@@ -99,15 +99,13 @@ class GMM(LatentVariableModel):
         >>> from pyro_lvm.objectives import EnumELBO
         >>> gmm = GMM(input_dim=2, components=3)
         >>> x = torch.randn(10, 2)
-        >>> loss = EnumELBO()(gmm.model, gmm.guide, x).loss   # exact: no sampling
+        >>> loss = EnumELBO().terms(gmm.model, gmm.guide, x).loss   # exact: no sampling
         >>> torch.allclose(-loss, gmm.log_likelihood(x).sum())
         True
     """
 
     Config = GMMConfig
     latent_sites = ("z",)
-    #: the assignment must be enumerated: a sampled objective would score it from the prior
-    supported_objectives = ("enum",)
 
     def __init__(self, config: Optional[GMMConfig] = None, **kwargs):
         super().__init__(config, **kwargs)

@@ -68,13 +68,12 @@ class PPCA(LatentVariableModel):
         >>> m = PPCA(input_dim=3, latent_dim=2)
         >>> x = torch.randn(4, 3)
         >>> m.set_exact_guide()      # q(z|x) = p(z|x): the ELBO is exact
-        >>> elbo = -ELBO()(m.model, m.guide, x).loss
+        >>> elbo = -ELBO().terms(m.model, m.guide, x).loss
         >>> torch.allclose(elbo, m.log_marginal(x).sum(), atol=1e-4)
         True
     """
 
     Config = PPCAConfig
-    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae", "vimco")
 
     def __init__(self, config: Optional[PPCAConfig] = None, **kwargs):
         super().__init__(config, **kwargs)

@@ -181,6 +181,8 @@ class TextVAEConfig(LSTMLMConfig):
 class SentenceModel(LatentVariableModel):
     """What :class:`LSTMLM` and :class:`TextVAE` share: data checks, the decoder, generation."""
 
+    not_traceable = "each batch is cut to its longest sentence, a shape that depends on the data"
+
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
@@ -328,7 +330,6 @@ class LSTMLM(SentenceModel):
 
     Config = LSTMLMConfig
     latent_sites = ()
-    supported_objectives = ("elbo",)
 
     def model(self, x=None, *, data_size=None, num_samples=None):
         batch = batch_size_of(x, num_samples)
@@ -355,12 +356,11 @@ class TextVAE(SentenceModel):
         >>> from pyro_lvm.objectives import ELBO
         >>> vae = TextVAE(vocab_size=8, embed_dim=4, hidden_dim=6, encoder_hidden_dim=6, latent_dim=2)
         >>> x = torch.tensor([[4, 5, 3], [6, 3, 0]])
-        >>> ELBO()(vae.model, vae.guide, x).loss.isfinite().item()
+        >>> ELBO().terms(vae.model, vae.guide, x).loss.isfinite().item()
         True
     """
 
     Config = TextVAEConfig
-    supported_objectives = ("elbo", "meanfield", "iwae")
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)

@@ -89,7 +89,7 @@ class VAE(LatentVariableModel):
         >>> from pyro_lvm.objectives import ELBO
         >>> vae = VAE(input_dim=6, latent_dim=2, hidden=(8,))
         >>> x = torch.bernoulli(torch.full((5, 6), 0.5))
-        >>> loss = ELBO()(vae.model, vae.guide, x)
+        >>> loss = ELBO().terms(vae.model, vae.guide, x)
         >>> loss.surrogate.shape
         torch.Size([])
         >>> vae.generate(3).shape
@@ -97,7 +97,6 @@ class VAE(LatentVariableModel):
     """
 
     Config = VAEConfig
-    supported_objectives = ("elbo", "meanfield", "tracegraph", "iwae", "vimco")
 
     def __init__(self, config: Optional[VAEConfig] = None, **kwargs):
         super().__init__(config, **kwargs)

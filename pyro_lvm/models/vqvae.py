@@ -131,14 +131,15 @@ class VQVAE(LatentVariableModel):
         >>> from pyro_lvm.objectives import ELBO
         >>> vq = VQVAE(input_dim=12, hidden=(16,), num_latents=3, code_dim=2, codebook_size=8)
         >>> x = torch.rand(5, 12)
-        >>> ELBO()(vq.model, vq.guide, x).loss.isfinite().item()
+        >>> ELBO().terms(vq.model, vq.guide, x).loss.isfinite().item()
         True
         >>> vq.codes(x).shape   # one code index per latent position
         torch.Size([5, 3])
     """
 
     Config = VQVAEConfig
-    supported_objectives = ("elbo",)
+    not_traceable = ("the codebook is initialised from the first training batch and the EMA update "
+                     "runs in Python")
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
@@ -146,8 +147,11 @@ class VQVAE(LatentVariableModel):
         size = c.num_latents * c.code_dim
         self.encoder = MLP(c.input_dim, c.hidden, size, c.activation)
         self.decoder = MLP(size, tuple(reversed(c.hidden)), c.input_dim, c.activation)
-        self.codebook = nn.Parameter(torch.randn(c.codebook_size, c.code_dim) / math.sqrt(c.code_dim),
-                                     requires_grad=c.ema_decay == 0)
+        codebook = torch.randn(c.codebook_size, c.code_dim) / math.sqrt(c.code_dim)
+        if c.ema_decay == 0:
+            self.codebook = nn.Parameter(codebook)
+        else:  # moving averages, no gradient: a buffer (same state_dict key)
+            self.register_buffer("codebook", codebook)
         self.raw_scale = nn.Parameter(torch.zeros(())) if c.likelihood == "gaussian" else None
         self.register_buffer("ema_count", torch.ones(c.codebook_size))
         self.register_buffer("ema_sum", self.codebook.detach().clone())

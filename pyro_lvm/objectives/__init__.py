@@ -1,7 +1,10 @@
 """Training objectives, one per file; none of them lives inside a model.
 
-Every objective is called as ``objective(model, guide, *args, step=t, **kwargs)``
-and returns :class:`~pyro_lvm.objectives.base.LossTerms`.
+Every objective is a ``pyro.infer.ELBO``: the ``loss`` of ``pyro.infer.SVI``
+(``loss_and_grads``, ``loss``, ``differentiable_loss``), and
+``objective.terms(model, guide, *args, **kwargs)`` returns the value and the
+gradient estimator as :class:`~pyro_lvm.objectives.base.LossTerms`. Which
+objectives fit a model is read off its traces (:mod:`pyro_lvm.objectives.checks`).
 """
 
 from pyro_lvm.objectives.annealing import (
@@ -13,6 +16,7 @@ from pyro_lvm.objectives.annealing import (
     make_schedule,
 )
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
+from pyro_lvm.objectives.checks import InvalidObjectiveError, Traits
 from pyro_lvm.objectives.elbo import ELBO
 from pyro_lvm.objectives.enum import EnumELBO
 from pyro_lvm.objectives.free_bits import free_bits_kl
@@ -23,7 +27,7 @@ from pyro_lvm.objectives.tracegraph import TraceGraphELBO
 from pyro_lvm.objectives.vimco import VIMCO
 
 __all__ = [
-    "ConstantSchedule", "ELBO", "EnumELBO", "IWAE", "LatentScaleMessenger", "LinearSchedule", "LossTerms",
+    "ConstantSchedule", "ELBO", "EnumELBO", "IWAE", "InvalidObjectiveError", "LatentScaleMessenger", "LinearSchedule", "LossTerms",
     "MeanFieldELBO", "OBJECTIVES", "Objective", "SCHEDULES", "Schedule", "SigmoidSchedule",
-    "TraceGraphELBO", "VIMCO", "free_bits_kl", "make_schedule", "weight_latents",
+    "TraceGraphELBO", "Traits", "VIMCO", "free_bits_kl", "make_schedule", "weight_latents",
 ]

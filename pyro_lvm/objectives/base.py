@@ -1,12 +1,16 @@
-"""What every objective shares: the call signature, the KL weight, the registry."""
+"""What every objective shares: Pyro's ELBO interface, the step count, the KL weight, the registry."""
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
 import torch
+from pyro.infer import ELBO as PyroELBO
+from pyro.util import warn_if_nan
 
 from pyro_lvm.objectives.annealing import ConstantSchedule, Schedule
+from pyro_lvm.objectives.checks import Traits, objective_in_charge
+from pyro_lvm.objectives.traces import trace_pair
 from pyro_lvm.registry import Registry
 
 #: Every objective, by name (``"elbo"``, ``"iwae"``, ...).
@@ -14,7 +18,7 @@ OBJECTIVES: Registry = Registry("objective")
 
 
 class LossTerms(NamedTuple):
-    """What an objective returns.
+    """What an objective computes for one batch.
 
     :ivar loss: the value of the objective (a negative bound, scaled to the
         full data set), detached.
@@ -26,39 +30,91 @@ class LossTerms(NamedTuple):
     surrogate: torch.Tensor
 
 
-class Objective:
-    r"""Base class of the training objectives.
+class Objective(PyroELBO):
+    r"""Base class of the training objectives: each one is a ``pyro.infer.ELBO``.
 
-    An objective is called as ``objective(model, guide, *args, step=0,
-    **kwargs)``; ``args`` and ``kwargs`` go to both ``model`` and ``guide``.
-    It weights the latent terms :math:`\log p(z) - \log q(z \mid x)` by
-    :math:`\beta \cdot a(t)` where :math:`a` is the annealing schedule and
-    :math:`t` the training step.
+    So any of them can be the ``loss`` of ``pyro.infer.SVI``
+    (:meth:`loss_and_grads`, :meth:`loss`) or be differentiated in a user's own
+    loop (:meth:`differentiable_loss`), and :meth:`terms` gives the value and the
+    gradient estimator separately. ``args`` and ``kwargs`` go to both ``model``
+    and ``guide``. The latent terms :math:`\log p(z) - \log q(z \mid x)` are
+    weighted by :math:`\beta \cdot a(t)`, with :math:`a` the annealing schedule
+    and :math:`t` = :attr:`step`, the number of training steps taken:
+    :meth:`loss_and_grads` (one ``SVI.step``) adds one;
+    :class:`~pyro_lvm.train.Trainer` sets it before each step; set it yourself
+    (``objective.step = t``) in a loop of your own.
+
+    Every run of a pyro_lvm model under an objective is checked against the
+    objective's :attr:`traits` (:mod:`pyro_lvm.objectives.checks`): a pair that
+    is not valid raises :class:`~pyro_lvm.objectives.checks.InvalidObjectiveError`.
 
     :param float beta: weight of the KL term (:math:`\beta`-VAE); non-negative.
     :param annealing: a :class:`~pyro_lvm.objectives.annealing.Schedule`, or
         ``None`` for a constant 1.
     :param int max_plate_nesting: plates the model uses (1: the data plate).
+    :param int num_particles: samples per data point.
     """
 
+    #: what the objective does with the model's sites (checked against the traces)
+    traits: Traits = Traits("objective")
+
     def __init__(self, beta: float = 1.0, annealing: Optional[Schedule] = None,
-                 max_plate_nesting: int = 1):
+                 max_plate_nesting: int = 1, num_particles: int = 1):
+        if int(num_particles) < 1 or int(num_particles) != num_particles:
+            raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
+        super().__init__(num_particles=int(num_particles), max_plate_nesting=int(max_plate_nesting))
         beta = float(beta)
         if not beta >= 0:
             raise ValueError(f"beta must be non-negative, got {beta}")
         self.beta = beta
         self.annealing = annealing if annealing is not None else ConstantSchedule()
-        self.max_plate_nesting = int(max_plate_nesting)
+        #: training steps taken (sets the annealing weight)
+        self.step = 0
+        self._checked: set = set()
 
-    def kl_weight(self, step: int) -> float:
-        """The weight of the latent terms at training step ``step``."""
-        return self.beta * self.annealing(step)
+    def kl_weight(self, step: Optional[float] = None) -> float:
+        """The weight of the latent terms at training step ``step`` (default: :attr:`step`;
+        ``math.inf``: the final weight, as used for validation)."""
+        return self.beta * self.annealing(self.step if step is None else step)
 
-    def __call__(self, model: Callable, guide: Callable, *args, step: int = 0, **kwargs) -> LossTerms:
-        return self.loss_terms(model, guide, args, kwargs, self.kl_weight(step))
+    # --------------------------------------------------------- pyro_lvm API
+    def terms(self, model: Callable, guide: Callable, *args, step: Optional[float] = None,
+              **kwargs) -> LossTerms:
+        """Value and gradient estimator on one batch, at step ``step`` (default :attr:`step`)."""
+        with objective_in_charge(self.traits, self._checked):
+            return self.loss_terms(model, guide, args, kwargs, self.kl_weight(step))
 
     def loss_terms(self, model, guide, args, kwargs, kl_weight: float) -> LossTerms:
         raise NotImplementedError
+
+    # ------------------------------------------------------------ Pyro's API
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The loss as a tensor whose value is :meth:`terms`' ``loss`` and whose gradient
+        is the estimator's (``loss + surrogate - surrogate.detach()``)."""
+        t = self.terms(model, guide, *args, **kwargs)
+        if not t.surrogate.requires_grad:
+            return t.loss
+        return t.loss + (t.surrogate - t.surrogate.detach())
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The loss as a number, without gradients."""
+        with torch.no_grad():
+            return self.terms(model, guide, *args, **kwargs).loss.item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """The loss as a number; accumulates the estimator's gradients (``.grad``) and counts
+        one training step (what ``SVI.step`` calls)."""
+        t = self.terms(model, guide, *args, **kwargs)
+        if t.surrogate.requires_grad:
+            t.surrogate.backward()
+        self.step += 1
+        loss = t.loss.item()
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """One model trace run against one guide trace (``pyro.infer.ELBO``'s hook)."""
+        return trace_pair(model, guide, args, kwargs, None, self.max_plate_nesting)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(beta={self.beta}, annealing={self.annealing!r})"

@@ -16,37 +16,38 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from pyro.infer import Trace_ELBO
+from pyro.poutine.util import prune_subsample_sites
 
 from pyro_lvm.objectives.annealing import Schedule
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
+from pyro_lvm.objectives.checks import Traits
 from pyro_lvm.objectives.free_bits import free_bits_loss
 from pyro_lvm.objectives.kl_weight import weight_latents
 from pyro_lvm.objectives.traces import sample_sites, site_log_prob, trace_pair
 
 
-def reparam_elbo_loss(model, guide, args, kwargs, kl_weight: float, num_particles: int = 1,
-                      max_plate_nesting: int = 1):
-    """The negative ``Trace_ELBO`` estimate for a fully reparameterized guide, or ``None``.
+def _pyro_particle_terms(pyro_elbo, model_trace, guide_trace, num_particles: int):
+    """Pyro's per-particle loss and surrogate (``Trace_ELBO``, ``TraceMeanField_ELBO``) on traces
+    already recorded: score-function terms, Rao-Blackwellized over plates, analytic KLs."""
+    model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_score_parts()
+    loss, surrogate = pyro_elbo._differentiable_loss_particle(model_trace, guide_trace)
+    loss = torch.as_tensor(loss, dtype=surrogate.dtype, device=surrogate.device)
+    return loss / num_particles, surrogate / num_particles
 
-    One guide trace, one replayed model trace, the scaled log densities
-    summed: the same estimator and gradient as ``Trace_ELBO`` without its
-    generic bookkeeping (score-function terms, shape checks), which costs
-    about 15% of a small VAE's step. Returns ``None`` when a guide site has no
-    ``rsample``, so the caller falls back to ``Trace_ELBO``.
-    """
-    vectorized = num_particles if num_particles > 1 else None
-    model_trace, guide_trace = trace_pair(model, guide, args, kwargs, vectorized, max_plate_nesting)
-    guide_sites = sample_sites(guide_trace)
-    if any(not site["fn"].has_rsample for site in guide_sites.values()):
-        return None
+
+def elbo_terms_from_traces(model_trace, guide_trace, num_particles: int = 1):
+    """The negative ELBO of traces whose guide sites all have ``rsample``: the scaled log
+    densities summed, as ``Trace_ELBO`` does, without its generic bookkeeping (score-function
+    terms, shape checks), which costs about 15% of a small VAE's step."""
     elbo = 0.0
     for site in sample_sites(model_trace).values():
-        weight = site["scale"] if site["is_observed"] else site["scale"] * kl_weight
-        elbo = elbo + weight * site_log_prob(site).sum()
-    for site in guide_sites.values():  # a guide factor (observed) is not a KL term
-        weight = site["scale"] if site["is_observed"] else site["scale"] * kl_weight
-        elbo = elbo - weight * site_log_prob(site).sum()
+        elbo = elbo + site["scale"] * site_log_prob(site).sum()
+    for site in sample_sites(guide_trace).values():  # a guide factor adds to the loss too
+        elbo = elbo - site["scale"] * site_log_prob(site).sum()
     return -elbo / num_particles
 
 
@@ -57,30 +58,31 @@ class ELBO(Objective):
     :param int num_particles: samples per data point (vectorized).
     :param float beta: KL weight.
     :param annealing: KL annealing schedule.
-    :param free_bits: :math:`\\lambda` in nats per latent dimension, or ``None``.
+    :param free_bits: the KL floor of free bits in nats per latent dimension, or ``None``.
 
     >>> import torch
     >>> from pyro_lvm.models import PPCA
     >>> m = PPCA(input_dim=2, latent_dim=1)
-    >>> terms = ELBO(beta=0.5)(m.model, m.guide, torch.randn(10, 2), data_size=100)
+    >>> terms = ELBO(beta=0.5).terms(m.model, m.guide, torch.randn(10, 2), data_size=100)
     >>> terms.loss.shape
     torch.Size([])
     """
 
     analytic_kl = False
     _pyro_elbo_class = Trace_ELBO
-    _has_discrete_guide = False
+    traits = Traits("objective 'elbo'")
 
     def __init__(self, num_particles: int = 1, beta: float = 1.0,
                  annealing: Optional[Schedule] = None, free_bits: Optional[float] = None,
                  max_plate_nesting: int = 1):
-        super().__init__(beta, annealing, max_plate_nesting)
-        if int(num_particles) < 1:
-            raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        super().__init__(beta, annealing, max_plate_nesting, num_particles)
         if free_bits is not None and not free_bits >= 0:
             raise ValueError(f"free_bits must be non-negative, got {free_bits}")
-        self.num_particles = int(num_particles)
         self.free_bits = free_bits
+        if free_bits is not None:  # closed-form KL per dimension: reparameterized latents only
+            self.traits = Traits(f"{self.traits.name} with free bits", analytic_kl=True,
+                                 reparam_only="free bits clamps the closed-form KL of reparameterized latents: "
+                                 "use VIMCO or objective 'tracegraph' without free bits")
         self._elbo = self._pyro_elbo_class(
             num_particles=self.num_particles,
             vectorize_particles=self.num_particles > 1,
@@ -92,13 +94,12 @@ class ELBO(Objective):
             loss = free_bits_loss(model, guide, args, kwargs, kl_weight, self.free_bits,
                                   self.num_particles, self.max_plate_nesting)
             return LossTerms(loss.detach(), loss)
-        if not self.analytic_kl and not self._has_discrete_guide:
-            loss = reparam_elbo_loss(model, guide, args, kwargs, kl_weight, self.num_particles,
-                                     self.max_plate_nesting)
-            if loss is not None:
-                return LossTerms(loss.detach(), loss)
-            self._has_discrete_guide = True  # remembered: do not trace twice again
-        loss = self._elbo.differentiable_loss(
-            weight_latents(model, kl_weight), weight_latents(guide, kl_weight), *args, **kwargs
-        )
-        return LossTerms(loss.detach(), loss)
+        # one guide trace and one model trace, the KL weight on the latent sites' scale
+        vectorized = self.num_particles if self.num_particles > 1 else None
+        model_trace, guide_trace = trace_pair(weight_latents(model, kl_weight), weight_latents(guide, kl_weight),
+                                              args, kwargs, vectorized, self.max_plate_nesting)
+        if not self.analytic_kl and all(s["fn"].has_rsample for s in sample_sites(guide_trace).values()):
+            loss = elbo_terms_from_traces(model_trace, guide_trace, self.num_particles)
+            return LossTerms(loss.detach(), loss)
+        # a site scored by its score function, or closed-form KLs: Pyro's estimator on these traces
+        return LossTerms(*_pyro_particle_terms(self._elbo, model_trace, guide_trace, self.num_particles))

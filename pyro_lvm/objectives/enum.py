@@ -21,6 +21,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from pyro_lvm.objectives.annealing import Schedule
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
+from pyro_lvm.objectives.checks import Traits
 from pyro_lvm.objectives.kl_weight import weight_latents
 
 
@@ -34,10 +35,11 @@ class EnumELBO(Objective):
     :param int max_plate_nesting: plates of the model (enumeration uses dims left of them).
     """
 
+    traits = Traits("objective 'enum'", enumerates=True)
+
     def __init__(self, num_particles: int = 1, beta: float = 1.0,
                  annealing: Optional[Schedule] = None, max_plate_nesting: int = 1):
-        super().__init__(beta, annealing, max_plate_nesting)
-        self.num_particles = int(num_particles)
+        super().__init__(beta, annealing, max_plate_nesting, num_particles)
         self._elbo = TraceEnum_ELBO(num_particles=self.num_particles,
                                     vectorize_particles=self.num_particles > 1,
                                     max_plate_nesting=self.max_plate_nesting)

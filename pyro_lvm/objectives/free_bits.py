@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import Independent, kl_divergence
 
+from pyro_lvm.objectives.checks import InvalidObjectiveError
 from pyro_lvm.objectives.traces import data_scale, sample_sites, site_log_prob, trace_pair
 
 
@@ -57,12 +58,14 @@ def kl_per_dim(guide_site: dict, model_site: dict) -> torch.Tensor:
     q, p = guide_site["fn"], model_site["fn"]
     for d in (q, p):
         if not (isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1):
-            raise ValueError(
+            raise InvalidObjectiveError(
                 f"free bits needs a latent with independent dimensions (Independent over "
-                f"one dim); site {guide_site['name']!r} has {type(d).__name__}"
+                f"one dim); site {guide_site['name']!r} has {type(d).__name__}: use the objective "
+                "without free bits"
             )
     if not q.has_rsample:
-        raise ValueError("free bits is implemented for reparameterized latents only")
+        raise InvalidObjectiveError("free bits is implemented for reparameterized latents only: use the "
+                                    "objective without free bits")
     try:
         return kl_divergence(q.base_dist, p.base_dist)
     except NotImplementedError:  # no closed form for this pair

@@ -39,12 +39,13 @@ Estimators for Monte Carlo Objectives*, ICLR 2019.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import torch
 
 from pyro_lvm.objectives.annealing import Schedule
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
+from pyro_lvm.objectives.checks import InvalidObjectiveError, Traits
 from pyro_lvm.objectives.traces import (
     LogDensities,
     data_scale,
@@ -54,11 +55,18 @@ from pyro_lvm.objectives.traces import (
     trace_pair,
 )
 
-GRADIENTS = ("reparam", "dreg")
+Gradient = Literal["reparam", "dreg"]
+GRADIENTS = get_args(Gradient)
 
 
 def _detached_log_prob(site: dict) -> torch.Tensor:
-    return detach_distribution(site["fn"]).log_prob(site["value"])
+    try:
+        q = detach_distribution(site["fn"])
+    except NotImplementedError as e:
+        raise InvalidObjectiveError(
+            f"objective 'iwae' with DReG gradients evaluates log q({site['name']}) at stopped parameters, "
+            f"which needs the guide's distribution rebuilt from them ({e}); use gradient='reparam'") from None
+    return q.log_prob(site["value"])
 
 
 @OBJECTIVES.register("iwae")
@@ -66,7 +74,7 @@ class IWAE(Objective):
     """Negative importance-weighted bound with ``num_particles`` particles.
 
     :param int num_particles: :math:`K`.
-    :param str gradient: ``"reparam"`` or ``"dreg"``.
+    :param str gradient: the gradient estimator, reparam (pathwise) or dreg (doubly reparameterized).
     :param float beta: weight of the latent terms inside :math:`\\log w_k`.
     :param annealing: KL annealing schedule.
 
@@ -76,20 +84,23 @@ class IWAE(Objective):
     >>> m = PPCA(input_dim=2, latent_dim=1)
     >>> x = torch.randn(8, 2)
     >>> iwae = IWAE(num_particles=5, gradient="dreg")
-    >>> losses = torch.stack([iwae(m.model, m.guide, x).loss.detach() for _ in range(200)])
+    >>> losses = torch.stack([iwae.terms(m.model, m.guide, x).loss for _ in range(200)])
     >>> bool(losses.mean() >= -m.log_marginal(x).sum())  # in expectation, a bound on log p(x)
     True
     """
 
-    def __init__(self, num_particles: int = 5, gradient: str = "reparam", beta: float = 1.0,
+    traits = Traits("objective 'iwae'", pathwise_only=True)
+
+    def __init__(self, num_particles: int = 5, gradient: Gradient = "reparam", beta: float = 1.0,
                  annealing: Optional[Schedule] = None, max_plate_nesting: int = 1):
-        super().__init__(beta, annealing, max_plate_nesting)
-        if int(num_particles) < 1:
-            raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        super().__init__(beta, annealing, max_plate_nesting, num_particles)
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
-        self.num_particles = int(num_particles)
         self.gradient = gradient
+        if gradient == "dreg":  # log q at stopped parameters: a guide factor would lose its gradient
+            self.traits = Traits("objective 'iwae' with DReG gradients", pathwise_only=True, guide_factors=False,
+                                 reparam_only="the doubly reparameterized gradient needs continuous, "
+                                 "reparameterized latents: use gradient='reparam' or VIMCO")
 
     def bound(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> torch.Tensor:
         """:math:`\\mathcal{L}_K(x_n)` for each data point (no minibatch scaling)."""
@@ -113,8 +124,6 @@ class IWAE(Objective):
             if dens.nonreparam:
                 surrogate = surrogate + bound.detach() * dens.log_q_nonreparam.sum(0)
             return LossTerms(loss.detach(), -scale * surrogate.sum())
-        if dens.nonreparam:
-            raise ValueError("gradient='dreg' needs reparameterized guide sites; use 'reparam'")
         w_tilde = torch.softmax(log_w.detach(), dim=0)
         for site in sample_sites(guide_trace).values():
             z = site["value"]

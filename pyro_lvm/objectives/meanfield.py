@@ -16,6 +16,7 @@ from __future__ import annotations
 from pyro.infer import TraceMeanField_ELBO
 
 from pyro_lvm.objectives.base import OBJECTIVES
+from pyro_lvm.objectives.checks import MEANFIELD_REPARAM, Traits
 from pyro_lvm.objectives.elbo import ELBO
 
 
@@ -27,9 +28,11 @@ class MeanFieldELBO(ELBO):
     >>> from pyro_lvm.models import VAE
     >>> vae = VAE(input_dim=4, latent_dim=2, hidden=(8,))
     >>> x = torch.bernoulli(torch.full((3, 4), 0.5))
-    >>> MeanFieldELBO(free_bits=0.1)(vae.model, vae.guide, x).loss.isfinite().item()
+    >>> MeanFieldELBO(free_bits=0.1).terms(vae.model, vae.guide, x).loss.isfinite().item()
     True
     """
 
     analytic_kl = True
     _pyro_elbo_class = TraceMeanField_ELBO
+    traits = Traits("objective 'meanfield'", analytic_kl=True, reparam_only=MEANFIELD_REPARAM,
+                    guide_factors=False)

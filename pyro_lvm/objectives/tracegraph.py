@@ -23,6 +23,7 @@ from pyro.infer import TraceGraph_ELBO
 
 from pyro_lvm.objectives.annealing import Schedule
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
+from pyro_lvm.objectives.checks import Traits
 from pyro_lvm.objectives.kl_weight import weight_latents
 
 
@@ -38,16 +39,15 @@ class TraceGraphELBO(Objective):
     >>> from pyro_lvm.models import VAE
     >>> vae = VAE(input_dim=4, latent_dim=2, hidden=(8,))
     >>> x = torch.bernoulli(torch.full((3, 4), 0.5))
-    >>> TraceGraphELBO()(vae.model, vae.guide, x).loss.isfinite().item()
+    >>> TraceGraphELBO().terms(vae.model, vae.guide, x).loss.isfinite().item()
     True
     """
 
+    traits = Traits("objective 'tracegraph'")
+
     def __init__(self, num_particles: int = 1, beta: float = 1.0,
                  annealing: Optional[Schedule] = None, max_plate_nesting: int = 1):
-        super().__init__(beta, annealing, max_plate_nesting)
-        if int(num_particles) < 1:
-            raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-        self.num_particles = int(num_particles)
+        super().__init__(beta, annealing, max_plate_nesting, num_particles)
         self._elbo = TraceGraph_ELBO(
             num_particles=self.num_particles,
             vectorize_particles=self.num_particles > 1,

@@ -39,6 +39,7 @@ import torch
 
 from pyro_lvm.objectives.annealing import Schedule
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
+from pyro_lvm.objectives.checks import Traits
 from pyro_lvm.objectives.traces import LogDensities, data_scale, trace_pair
 
 
@@ -77,18 +78,19 @@ class VIMCO(Objective):
     >>> def guide(x):
     ...     with pyro.plate("data", len(x)):
     ...         pyro.sample("z", dist.Bernoulli(logits=logit * x))
-    >>> terms = VIMCO(num_particles=4)(model, guide, torch.tensor([-1.0, 1.0]))
+    >>> terms = VIMCO(num_particles=4).terms(model, guide, torch.tensor([-1.0, 1.0]))
     >>> terms.surrogate.backward()
     >>> bool(logit.grad != 0)
     True
     """
 
+    traits = Traits("objective 'vimco'", pathwise_only=True)
+
     def __init__(self, num_particles: int = 5, beta: float = 1.0, annealing: Optional[Schedule] = None,
                  max_plate_nesting: int = 1):
-        super().__init__(beta, annealing, max_plate_nesting)
-        if int(num_particles) < 2:
-            raise ValueError(f"VIMCO needs num_particles >= 2, got {num_particles}")
-        self.num_particles = int(num_particles)
+        if not num_particles == int(num_particles) or int(num_particles) < 2:
+            raise ValueError(f"VIMCO needs an integer num_particles >= 2, got {num_particles}")
+        super().__init__(beta, annealing, max_plate_nesting, num_particles)
 
     def loss_terms(self, model, guide, args, kwargs, kl_weight):
         K = self.num_particles
