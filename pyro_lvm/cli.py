@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pyro_lvm.data import DATASETS, DataNotFoundError
@@ -267,7 +268,8 @@ def _evaluate(args) -> Dict[str, Any]:
         raise ValueError("--particles must be positive")
     return evaluate_run(args.run, num_particles=args.particles, data_dir=args.data_dir,
                         device=args.device, seed=args.seed, progress=not args.no_progress,
-                        proposal=args.proposal)
+                        proposal=args.proposal, amortization_gap=args.amortization_gap, gap_steps=args.steps,
+                        gap_points=args.gap_points, gap_lr=args.gap_lr)
 
 
 def _gradients(args) -> Dict[str, Any]:
@@ -294,6 +296,71 @@ def _reconstruct(args) -> Dict[str, Any]:
     from pyro_lvm.runs_text import reconstruct_run
 
     return reconstruct_run(args.run, args.sentences, beam_size=args.beam, device=args.device)
+
+
+def _predictive_check(args) -> Dict[str, Any]:
+    from pyro_lvm.runs_workflow import predictive_check_run
+
+    return predictive_check_run(args.run, num_samples=args.num_samples, num_points=args.num_points,
+                                data_dir=args.data_dir, seed=args.seed, device=args.device)
+
+
+def _export(args) -> Dict[str, Any]:
+    from pyro_lvm.runs_workflow import export_run
+
+    return export_run(args.run, format=args.format, num_samples=args.num_samples, num_points=args.num_points,
+                      particles=args.particles, data_dir=args.data_dir, seed=args.seed, device=args.device,
+                      progress=not args.no_progress)
+
+
+def _compare(args) -> None:
+    from pyro_lvm.checkpoint import write_json
+    from pyro_lvm.runs_workflow import compare_runs
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} exists; pass --overwrite to replace it, or another --out")
+    result = compare_runs(args.runs, particles=args.particles, data_dir=args.data_dir, seed=args.seed,
+                          device=args.device, progress=not args.no_progress, num_points=args.num_points)
+    write_json(out, result)
+    print(result["table"])
+    print(f"written to {out}")
+
+
+def _add_workflow_parsers(sub) -> None:
+    from pyro_lvm.runs_workflow import EXPORT_FORMATS
+
+    def common(p, samples_default, points_help):
+        p.add_argument("run", metavar="RUN")
+        p.add_argument("--num-samples", type=int, default=samples_default, help="draws per test point")
+        p.add_argument("--num-points", type=int, default=1000, help=points_help)
+        p.add_argument("--data-dir", default=None)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="cpu")
+
+    points = "test points, evenly spaced over the test set (default 1000; 0: all)"
+    pc = sub.add_parser("ppc", help="posterior predictive check of a trained run: ppc.json and ppc.png")
+    common(pc, 20, points)
+    pc.set_defaults(handler=_predictive_check)
+    ex = sub.add_parser("export", help="write a trained run's posterior, predictive and log-likelihood "
+                        "draws for its test points (ArviZ netCDF: RUN/inference_data.nc)")
+    common(ex, 10, points)
+    ex.add_argument("--format", default="arviz", choices=EXPORT_FORMATS.names())
+    ex.add_argument("--particles", type=int, default=None,
+                    help="importance samples for log p(x) per point (default: the run's eval particles)")
+    ex.add_argument("--no-progress", action="store_true")
+    ex.set_defaults(handler=_export)
+    co = sub.add_parser("compare", help="rank runs by their test log p(x), with paired standard errors")
+    co.add_argument("runs", metavar="RUN", nargs="+")
+    co.add_argument("--particles", type=int, default=1000, help="importance samples per test point")
+    co.add_argument("--num-points", type=int, default=0, help="test points, evenly spaced (default 0: all)")
+    co.add_argument("--out", default="compare.json", help="JSON file to write (default: compare.json)")
+    co.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    co.add_argument("--data-dir", default=None)
+    co.add_argument("--seed", type=int, default=0)
+    co.add_argument("--device", default="cpu")
+    co.add_argument("--no-progress", action="store_true")
+    co.set_defaults(handler=_compare)
 
 
 def _add_text_parsers(sub) -> None:
@@ -335,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-progress", action="store_true")
+    gap = ev.add_argument_group("amortization gap (Cremer et al. 2018)")
+    gap.add_argument("--amortization-gap", action="store_true",
+                     help="also optimise a guide per test point (the encoder fixed as the start) and split "
+                     "log p(x) - ELBO into approximation_gap and amortization_gap, nats per point")
+    gap.add_argument("--steps", type=int, default=1000, help="SVI steps of the per-point guides")
+    gap.add_argument("--gap-points", type=int, default=1000, help="test points, evenly spaced (0: all)")
+    gap.add_argument("--gap-lr", type=float, default=1e-2, help="Adam learning rate of the per-point guides")
     ev.set_defaults(handler=_evaluate)
     gr = sub.add_parser("gradients", help="mean, variance and bias of the encoder gradient per "
                         "estimator, for a trained bernvae or catvae run")
@@ -347,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--seed", type=int, default=0)
     gr.set_defaults(handler=_gradients)
     _add_text_parsers(sub)
+    _add_workflow_parsers(sub)
     sub.add_parser("list", help="list models, objectives, data sets and schedules").set_defaults(handler=_list)
     return parser
 
@@ -387,7 +462,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"pyro-lvm: error: {message}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, sort_keys=True))
+    if result is not None:  # a command that printed its own report returns None
+        print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
 

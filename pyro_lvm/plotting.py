@@ -134,3 +134,66 @@ def selection_curve(ks: Sequence[int], bic: Sequence[float], heldout: Sequence[f
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return Path(path)
+
+
+def predictive_check(check: Dict[str, Any], path, image_shape: Optional[Tuple[int, int]] = None,
+                     title: str = "posterior predictive check") -> Path:
+    """The statistics of the data against those of its replicates (one panel each).
+
+    ``check`` is :func:`pyro_lvm.evaluation.predictive.posterior_predictive_check`'s
+    result. A per-point statistic is shown as two histograms (the data, the
+    replicates pooled); a per-feature one as the data's value against the
+    replicates' mean with their 5-95% range, and, for pixel marginals with
+    ``image_shape``, as the two mean images side by side.
+    """
+    stats = check["statistics"]
+    images = [name for name, s in stats.items()
+              if image_shape is not None and s["per"] == "feature" and len(s["observed"]) == math.prod(image_shape)]
+    ncol = len(stats) + len(images)
+    fig = Figure(figsize=(4.6 * ncol, 4.2))
+    col = 0
+    for name, s in stats.items():
+        col += 1
+        ax = fig.add_subplot(1, ncol, col)
+        observed, replicated = np.asarray(s["observed"], float), np.asarray(s["replicated"], float)
+        p = ", ".join(f"p({k}) = {v['p_value']:.2f}" for k, v in s["summaries"].items())
+        if s["per"] == "point":
+            low, high = min(observed.min(), replicated.min()), max(observed.max(), replicated.max())
+            bins = np.linspace(low, high + 1e-9, 40) if high > low else 10
+            ax.hist(replicated.ravel(), bins=bins, density=True, alpha=0.5, color="C1",
+                    label=f"replicates ({replicated.shape[0]} draws)")
+            ax.hist(observed, bins=bins, density=True, histtype="step", lw=2, color="C0", label="data")
+            ax.set_xlabel(name.replace("_", " "))
+            ax.set_ylabel("density")
+        else:
+            mean = replicated.mean(0)
+            lo, hi = np.percentile(replicated, [5, 95], axis=0)
+            keep = (observed > 0) | (mean > 0)
+            log = name == "unigram"
+            order = np.argsort(-observed[keep])
+            o, m, lo, hi = observed[keep][order], mean[keep][order], lo[keep][order], hi[keep][order]
+            ax.vlines(o, np.maximum(lo, 1e-12) if log else lo, hi, color="C1", alpha=0.25, lw=1)
+            ax.plot(o, m, ".", ms=3, color="C1", label="replicates: mean, 5-95%")
+            both = np.concatenate([o, m])
+            ref = [max(both[both > 0].min(), 1e-9), both.max()] if log else [both.min(), both.max()]
+            ax.plot(ref, ref, "k--", lw=1, label="y = x")
+            if log:
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+            ax.set_xlabel(f"{name.replace('_', ' ')} of the data")
+            ax.set_ylabel("of the replicates")
+        ax.set_title(f"{name.replace('_', ' ')}\n{p}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        if name in images:
+            col += 1
+            ax = fig.add_subplot(1, ncol, col)
+            pair = np.concatenate([observed.reshape(image_shape), np.ones((image_shape[0], 1)),
+                                   replicated.mean(0).reshape(image_shape)], axis=1)
+            ax.imshow(pair, cmap="gray", vmin=0, vmax=max(1.0, pair.max()), interpolation="nearest")
+            ax.set_title("pixel marginals: data (left), replicates (right)", fontsize=10)
+            ax.set_axis_off()
+    fig.suptitle(f"{title}: {check['num_points']} points, {check['num_samples']} draws each")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)

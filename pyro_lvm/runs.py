@@ -79,8 +79,7 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
         model.eval()
         with torch.no_grad():
             samples = model.generate(num).cpu().numpy()
-            n_test = data.test.shape[0]
-            x = data.test[torch.linspace(0, n_test - 1, min(32, n_test)).long().to(data.test.device)]
+            x = data.test[evenly_spaced(data.test.shape[0], 32).to(data.test.device)]
             recon = model.reconstruct(x).cpu().numpy()
         figures["samples"] = str(image_grid(samples, data.image_shape, out / "samples.png",
                                             "means of p(x|z), z from the prior"))
@@ -173,21 +172,54 @@ def load_run(run_dir, device: str = "cpu"):
     return model.to(device), config
 
 
-def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str = "cpu",
-                 seed: int = 0, progress: bool = True, proposal: str = "guide") -> Dict[str, Any]:
-    """Evaluate a trained run on its test split; writes and returns ``eval.json``."""
+def load_run_data(run_dir, data_dir=None, device: str = "cpu"):
+    """``(model, config, data)`` of a run trained on a named data set: the trained model and
+    the data splits it was trained on (from ``data_dir``, else the run's own data directory)."""
     run_dir = Path(run_dir)
     model, config = load_run(run_dir, device)
     if "dataset" not in config:
-        raise ValueError(f"{run_dir} was not trained on a named data set (its metrics.json has its "
-                         "numbers); 'evaluate' re-evaluates runs of the generic training flow")
+        raise ValueError(f"{run_dir} was not trained on a named data set (a {config.get('model')} run of "
+                         "its own fitting method: its metrics.json has its numbers)")
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
     data = load_dataset(config["dataset"], data_dir, **config.get("data_options", {})).to(device)
+    return model, config, data
+
+
+def evenly_spaced(num: int, count: Optional[int]) -> torch.Tensor:
+    """``count`` indices spread evenly over ``range(num)`` (all of them for ``None``, 0 or more
+    than ``num``): test sets can be sorted by class."""
+    if not count or count >= num:
+        return torch.arange(num)
+    return torch.linspace(0, num - 1, count).round().long()
+
+
+def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str = "cpu",
+                 seed: int = 0, progress: bool = True, proposal: str = "guide",
+                 amortization_gap: bool = False, gap_steps: int = 1000, gap_points: Optional[int] = 1000,
+                 gap_lr: float = 1e-2) -> Dict[str, Any]:
+    """Evaluate a trained run on its test split; writes and returns ``eval.json``.
+
+    With ``amortization_gap`` it also splits the inference gap on ``gap_points`` evenly
+    spaced test points (:func:`pyro_lvm.evaluation.amortization.amortization_gap`, with
+    ``gap_steps`` SVI steps of the per-point guides and ``num_particles`` for log p(x)).
+    """
+    run_dir = Path(run_dir)
+    model, config, data = load_run_data(run_dir, data_dir, device)
+    if amortization_gap:  # refused before any expensive work for a guide that has no Gaussian family
+        from pyro_lvm.inference.local import LocalGaussianGuide
+
+        LocalGaussianGuide(model, data.test[:2])
     pyro.set_rng_seed(seed)
     result = evaluate(model, data.test, num_particles=num_particles, progress=progress,
                       proposal=proposal)
     result.update(model.extra_metrics(data.train, data.test, result))
     result.update(dataset=config["dataset"], model=config["model"], seed=seed)
+    if amortization_gap:
+        from pyro_lvm.evaluation.amortization import amortization_gap as gaps
+
+        pyro.set_rng_seed(seed)
+        x = data.test[evenly_spaced(data.test.shape[0], gap_points).to(data.test.device)]
+        result.update(gaps(model, x, steps=gap_steps, lr=gap_lr, num_particles=num_particles, progress=progress))
     write_json(run_dir / EVAL, result)
     return result
 
@@ -199,10 +231,8 @@ def gradients_run(run_dir, estimators=None, num_draws: int = 100, batch_size: in
     from pyro_lvm.evaluation.gradients import format_table, gradient_diagnostics
 
     run_dir = Path(run_dir)
-    model, config = load_run(run_dir, device)
-    data = load_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"))
-    n_test = data.test.shape[0]
-    x = data.test[torch.linspace(0, n_test - 1, min(batch_size, n_test)).long()].to(device)
+    model, config, data = load_run_data(run_dir, data_dir, device)
+    x = data.test[evenly_spaced(data.test.shape[0], batch_size).to(data.test.device)]
     result = {"estimators": gradient_diagnostics(model, x, estimators, num_draws=num_draws, seed=seed),
               "num_draws": num_draws, "batch_size": x.shape[0], "model": config["model"]}
     write_json(run_dir / "gradients.json", result)

@@ -123,6 +123,11 @@ class GMM(LatentVariableModel):
         self.register_buffer("data_loc", torch.zeros(D))
         self.register_buffer("data_scale", torch.ones(D))
 
+    @property
+    def default_objective(self) -> str:
+        """``enum``: the assignment is summed out exactly."""
+        return "enum"
+
     # --------------------------------------------------------------- globals
     @property
     def weights(self) -> torch.Tensor:

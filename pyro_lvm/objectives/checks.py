@@ -33,6 +33,7 @@ structure and objective, so a training step pays only for reading the sites.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import sys
 import weakref
 from dataclasses import dataclass
@@ -136,7 +137,8 @@ class InvalidObjectiveError(TypeError):
 
 
 # ---------------------------------------------------------------- who runs us
-_IN_CHARGE: List[Tuple[Traits, set]] = []
+_IN_CHARGE: contextvars.ContextVar[Optional[Tuple[Traits, set]]] = contextvars.ContextVar("pyro_lvm_objective",
+                                                                                          default=None)
 _STOCK_CHECKED: "weakref.WeakKeyDictionary[ELBO, set]" = weakref.WeakKeyDictionary()
 #: method names of pyro.infer.ELBO subclasses that run model and guide
 _ELBO_FRAMES = frozenset({"_get_traces", "_get_trace", "_get_vectorized_trace", "loss", "loss_and_grads",
@@ -148,11 +150,11 @@ def objective_in_charge(traits: Traits, checked: set) -> Iterator[None]:
     """Inside, model runs are checked against ``traits`` (a pyro_lvm objective running
     them, possibly through one of Pyro's ELBOs); ``checked`` remembers the trace
     structures already checked."""
-    _IN_CHARGE.append((traits, checked))
+    token = _IN_CHARGE.set((traits, checked))
     try:
         yield
     finally:
-        _IN_CHARGE.pop()
+        _IN_CHARGE.reset(token)
 
 
 def running_elbo(max_depth: int = 80) -> Optional[ELBO]:
@@ -192,8 +194,9 @@ def check_model_run(model) -> None:
     Called at the end of every ``model`` of a
     :class:`~pyro_lvm.base.LatentVariableModel`.
     """
-    if _IN_CHARGE:
-        traits, checked = _IN_CHARGE[-1]
+    in_charge = _IN_CHARGE.get()
+    if in_charge is not None:
+        traits, checked = in_charge
     else:
         elbo = running_elbo()
         if elbo is None:
