@@ -9,7 +9,7 @@ from pyro.infer import ELBO as PyroELBO
 from pyro.util import warn_if_nan
 
 from pyro_lvm.objectives.annealing import ConstantSchedule, Schedule
-from pyro_lvm.objectives.checks import Traits, objective_in_charge
+from pyro_lvm.objectives.checks import CheckCache, Traits, objective_in_charge
 from pyro_lvm.objectives.traces import trace_pair
 from pyro_lvm.registry import Registry
 
@@ -70,7 +70,7 @@ class Objective(PyroELBO):
         self.annealing = annealing if annealing is not None else ConstantSchedule()
         #: training steps taken (sets the annealing weight)
         self.step = 0
-        self._checked: set = set()
+        self._checked = CheckCache()
 
     def kl_weight(self, step: Optional[float] = None) -> float:
         """The weight of the latent terms at training step ``step`` (default: :attr:`step`;

@@ -136,20 +136,28 @@ class InvalidObjectiveError(TypeError):
     """
 
 
+class CheckCache:
+    """What an objective has already checked: trace structures that passed, and the model
+    instances that passed in each mode (``training``, gradients on), which need no second look."""
+
+    def __init__(self):
+        self.structures: set = set()
+        self.passed: Dict[tuple, "weakref.WeakSet"] = {}
+
+
 # ---------------------------------------------------------------- who runs us
-_IN_CHARGE: contextvars.ContextVar[Optional[Tuple[Traits, set]]] = contextvars.ContextVar("pyro_lvm_objective",
+_IN_CHARGE: contextvars.ContextVar[Optional[Tuple[Traits, "CheckCache"]]] = contextvars.ContextVar("pyro_lvm_objective",
                                                                                           default=None)
-_STOCK_CHECKED: "weakref.WeakKeyDictionary[ELBO, set]" = weakref.WeakKeyDictionary()
+_STOCK_CHECKED: "weakref.WeakKeyDictionary[ELBO, CheckCache]" = weakref.WeakKeyDictionary()
 #: method names of pyro.infer.ELBO subclasses that run model and guide
 _ELBO_FRAMES = frozenset({"_get_traces", "_get_trace", "_get_vectorized_trace", "loss", "loss_and_grads",
                           "differentiable_loss", "_guess_max_plate_nesting", "_loss_and_surrogate_loss"})
 
 
 @contextlib.contextmanager
-def objective_in_charge(traits: Traits, checked: set) -> Iterator[None]:
+def objective_in_charge(traits: Traits, checked: "CheckCache") -> Iterator[None]:
     """Inside, model runs are checked against ``traits`` (a pyro_lvm objective running
-    them, possibly through one of Pyro's ELBOs); ``checked`` remembers the trace
-    structures already checked."""
+    them, possibly through one of Pyro's ELBOs); ``checked`` remembers what passed."""
     token = _IN_CHARGE.set((traits, checked))
     try:
         yield
@@ -204,11 +212,21 @@ def check_model_run(model) -> None:
         traits = stock_traits(elbo)
         if traits is None:
             return
-        checked = _STOCK_CHECKED.setdefault(elbo, set())
+        checked = _STOCK_CHECKED.setdefault(elbo, CheckCache())
+    # a model instance that passed in this mode needs no second look; a verdict on scales
+    # depends on each call's data_size, so objectives that refuse scaled sites always look
+    mode = (model.training, torch.is_grad_enabled())
+    passed = None
+    if traits.scaled_sites:
+        passed = checked.passed.setdefault(mode, weakref.WeakSet())
+        if model in passed:
+            return
     model_trace, guide_trace = _current_traces()
     if model_trace is None or guide_trace is None:
         return
-    check_traces(traits, model_trace, guide_trace, model, checked)
+    check_traces(traits, model_trace, guide_trace, model, checked.structures)
+    if passed is not None and not torch._C._get_tracing_state():
+        passed.add(model)
 
 
 # ------------------------------------------------------------------- the rules
