@@ -4,6 +4,6 @@ from pyro_lvm import models, objectives  # noqa: F401  (registers models and obj
 from pyro_lvm.base import LatentVariableModel
 from pyro_lvm.registry import MODELS, get_model, model_names
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["LatentVariableModel", "MODELS", "get_model", "model_names", "__version__"]

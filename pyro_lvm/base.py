@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Dict, Iterator, Optional, Tuple
 
 import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 from pyro.nn import PyroModule
 from torch.distributions import Distribution
 
@@ -39,12 +40,16 @@ def param_store_registration(enabled: bool) -> Iterator[None]:
 
 
 def _registered(method, check: bool):
-    """Wrap a subclass's ``model`` or ``guide``: register the parameters first and,
-    for the model, check the traces it runs in against the objective (see
+    """Wrap a subclass's ``model`` or ``guide``: validate the data (while Pyro's validation is
+    on, as it is by default) and register the parameters first and, for the model, check the
+    traces it runs in against the objective (see
     :func:`pyro_lvm.objectives.checks.check_model_run`) at the end."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        x = args[0] if args else kwargs.get("x")
+        if x is not None and is_validation_enabled() and not torch._C._get_tracing_state():
+            self.check_data(x, f"the data given to {type(self).__name__}.{method.__name__}")
         if not _REGISTRATION_OFF[0]:
             pyro.module(self.pyro_name, self, update_module_params=True)
         result = method(self, *args, **kwargs)
@@ -221,6 +226,10 @@ class LatentVariableModel(PyroModule):
 
     def set_step(self, step: int) -> None:
         """Called by the trainer before every step (e.g. to anneal a temperature); no-op here."""
+
+    def collect_state(self) -> None:
+        """Called by the trainer before a checkpoint: bring state that an objective keeps outside
+        the model (in Pyro's param store) into its buffers; no-op here."""
 
     # ----------------------------------------------------------------- helpers
     def check_data(self, x: Any, name: str = "x") -> torch.Tensor:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
 
+from pyro_lvm.files import atomic_write
+
 FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that is refused."""
 
 
 def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, Any]) -> None:
@@ -22,17 +28,8 @@ def save_checkpoint(path: Union[str, os.PathLike], state: Dict[str, Any]) -> Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save({"format": FORMAT_VERSION, **state}, f)
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location=None) -> Dict[str, Any]:
@@ -40,15 +37,16 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location=None) -> Dict[st
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # torch's message would suggest loading it unsafely: never
+        raise CheckpointError(f"{path} was refused: it holds objects other than tensors and plain data, and "
+                              "loading them would run code from the file; pyro_lvm reads only its own "
+                              "checkpoints") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, empty or not a torch file: "
+                              f"{reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path} is not a pyro_lvm checkpoint of format {FORMAT_VERSION}")
+        raise CheckpointError(f"{path} is not a pyro_lvm checkpoint of format {FORMAT_VERSION}")
     return state
-
-
-def write_json(path: Union[str, os.PathLike], obj: Dict[str, Any]) -> None:
-    """Write ``obj`` as indented JSON, atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)

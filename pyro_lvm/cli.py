@@ -10,11 +10,14 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import re
 import sys
 import typing
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+import torch
 
 from pyro_lvm.data import DATASETS, DataNotFoundError
 from pyro_lvm.nn import parse_hidden
@@ -131,6 +134,16 @@ def _int_list(text: str) -> List[int]:
     return values
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def _columns(text: str) -> List[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
@@ -154,6 +167,7 @@ def _add_gmm_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace the fit in a non-empty --out")
 
 
 def _run_gmm_train(args) -> Dict[str, Any]:
@@ -164,13 +178,13 @@ def _run_gmm_train(args) -> Dict[str, Any]:
                          max_iter=args.max_iter, reg_covar=args.reg_covar, seed=args.seed,
                          svi_steps=args.svi_steps, lr=args.lr, num_samples=args.num_samples,
                          warmup=args.warmup, num_chains=args.num_chains, plot_columns=args.plot_columns,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, overwrite=args.overwrite)
 
 
 def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     p.set_defaults(model_fields=_add_config_options(p, cls.Config))
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="binarized_mnist_small", choices=DATASETS.names(),
+    d.add_argument("--dataset", default=None, choices=DATASETS.names(),
                    help="data set (default: the small binarized MNIST shipped in the package)")
     d.add_argument("--data-dir", default=None, help="data directory (default: $PYRO_LVM_DATA, "
                    "else a cache folder; missing files are downloaded)")
@@ -201,13 +215,18 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     t.add_argument("--lr", type=float, default=None,
                    help=f"Adam learning rate (default: the data set's suggestion, "
                    f"{defaults['lr'].default} for images, 3e-3 for text)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=None, help="(default: 0)")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.add_argument("--clip-norm", type=float, default=None)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="run folder to write")
-    r.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN from its checkpoint with its own settings; of the options "
+                   "given with it, --epochs, --lr, --clip-norm and --eval-particles are applied (and recorded "
+                   "in history.jsonl), any other that differs from the run is refused")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the run in a non-empty RUN (its run files are removed first)")
     r.add_argument("--eval-particles", type=int, default=None,
                    help="particles for the test log-likelihood (default: 1000 for images, 50 for text)")
     r.add_argument("--no-figures", action="store_true")
@@ -245,6 +264,7 @@ def _add_select_parser(sub) -> None:
     p.add_argument("--heldout", type=float, default=0.2, help="fraction of rows held out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace the selection in a non-empty --out")
     p.set_defaults(handler=_select)
 
 
@@ -258,7 +278,7 @@ def _select(args) -> Dict[str, Any]:
 
     return select_gmm(args.data_file, args.out, components=args.components,
                       covariance=args.covariance, columns=args.columns, restarts=args.restarts,
-                      heldout_fraction=args.heldout, seed=args.seed)
+                      heldout_fraction=args.heldout, seed=args.seed, overwrite=args.overwrite)
 
 
 def _evaluate(args) -> Dict[str, Any]:
@@ -314,7 +334,7 @@ def _export(args) -> Dict[str, Any]:
 
 
 def _compare(args) -> None:
-    from pyro_lvm.checkpoint import write_json
+    from pyro_lvm.files import write_json
     from pyro_lvm.runs_workflow import compare_runs
 
     out = Path(args.out)
@@ -377,19 +397,21 @@ def _add_text_parsers(sub) -> None:
     it.add_argument("first")
     it.add_argument("second")
     it.add_argument("--steps", type=int, default=5)
-    it.add_argument("--beam", type=int, default=0, help="beam size (default 0: greedy)")
+    it.add_argument("--beam", type=_non_negative, default=0, help="beam size (default 0: greedy)")
     it.add_argument("--device", default="cpu")
     it.set_defaults(handler=_interpolate)
     rc = sub.add_parser("reconstruct", help="encode and decode sentences (textvae)")
     rc.add_argument("run", metavar="RUN")
     rc.add_argument("sentences", nargs="+")
-    rc.add_argument("--beam", type=int, default=0, help="beam size (default 0: greedy)")
+    rc.add_argument("--beam", type=_non_negative, default=0, help="beam size (default 0: greedy)")
     rc.add_argument("--device", default="cpu")
     rc.set_defaults(handler=_reconstruct)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-lvm", description="Latent-variable models in Pyro.")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also {DEBUG_VARIABLE}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train_parser(sub)
     _add_select_parser(sub)
@@ -441,6 +463,8 @@ def _train(args) -> Dict[str, Any]:
     data_options = {k: getattr(args, k) for k in ("data_file", "valid_file", "test_file", "max_vocab",
                                                    "max_length") if getattr(args, k) is not None}
     if args.data_file is not None:
+        if args.dataset not in (None, "text"):
+            raise ValueError(f"--data-file is your own text (data set 'text'), not --dataset {args.dataset}")
         args.dataset = "text"
     elif args.valid_file is not None or args.test_file is not None:
         raise ValueError("--valid-file and --test-file go with --data-file")
@@ -450,18 +474,58 @@ def _train(args) -> Dict[str, Any]:
                      model_options=model_options, objective=args.objective,
                      objective_options={k: v for k, v in objective_options.items() if v is not None},
                      train=train, eval_particles=args.eval_particles, resume=args.resume,
-                     figures=not args.no_figures, data_options=data_options)
+                     overwrite=args.overwrite, figures=not args.no_figures, data_options=data_options)
+
+
+#: exit status of a failed run (divergence, out of memory, an internal error); usage errors exit with 2
+FAILED_RUN = 1
+USAGE_ERROR = 2
+DEBUG_VARIABLE = "PYRO_LVM_DEBUG"
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))) or (
+        isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                         or "not enough memory" in text))
+
+
+def describe_error(e: BaseException):
+    """``(exit status, one-line message)`` for an error that ends a command."""
+    first_line = (str(e).strip().splitlines() or [""])[0]  # Pyro appends trace shapes on later lines
+    if isinstance(e, TrainingDivergedError):
+        return FAILED_RUN, first_line
+    if _out_of_memory(e):
+        return FAILED_RUN, ("out of memory: lower --particles, --eval-particles, --batch-size or the number of "
+                            f"points, or use a device with more memory ({first_line or type(e).__name__})")
+    if isinstance(e, KeyError):
+        return USAGE_ERROR, str(e.args[0]) if e.args else "missing key"
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return USAGE_ERROR, f"{e.strerror}: {e.filename}"
+    if isinstance(e, (ValueError, TypeError, OSError, DataNotFoundError)):
+        return USAGE_ERROR, first_line or type(e).__name__
+    return FAILED_RUN, (f"internal error ({type(e).__name__}: {first_line}); rerun with --debug (or "
+                        f"{DEBUG_VARIABLE}=1) for the traceback, and please report it")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; every expected error ends it with one line on stderr and exit status 2
+    (a usage error: options, files, data) or 1 (a failed run), no traceback unless ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])  # --debug may stand anywhere
     try:
         result = args.handler(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, DataNotFoundError,
-            TrainingDivergedError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    except KeyboardInterrupt:
+        print("pyro-lvm: interrupted; a run folder keeps its last checkpoint (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  (the one place where errors become messages)
+        if debug:
+            raise
+        status, message = describe_error(e)
         print(f"pyro-lvm: error: {message}", file=sys.stderr)
-        return 2
+        return status
     if result is not None:  # a command that printed its own report returns None
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from matplotlib.figure import Figure
 
+from pyro_lvm.files import save_figure
+
 
 def _grid(images: np.ndarray, ncol: int) -> np.ndarray:
     n, h, w = images.shape
@@ -32,8 +34,7 @@ def image_grid(images: np.ndarray, image_shape: Tuple[int, int], path, title: st
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def reconstructions(inputs: np.ndarray, recon: np.ndarray, image_shape: Tuple[int, int], path,
@@ -80,8 +81,7 @@ def training_curve(history: List[Dict[str, Any]], path, ylabel: str = "loss per 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def mixture_scatter(x: np.ndarray, labels: np.ndarray, locs: np.ndarray, covariances: np.ndarray,
@@ -112,8 +112,7 @@ def mixture_scatter(x: np.ndarray, labels: np.ndarray, locs: np.ndarray, covaria
         ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def selection_curve(ks: Sequence[int], bic: Sequence[float], heldout: Sequence[float], path) -> Path:
@@ -132,8 +131,7 @@ def selection_curve(ks: Sequence[int], bic: Sequence[float], heldout: Sequence[f
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def predictive_check(check: Dict[str, Any], path, image_shape: Optional[Tuple[int, int]] = None,
@@ -195,5 +193,4 @@ def predictive_check(check: Dict[str, Any], path, image_shape: Optional[Tuple[in
             ax.set_axis_off()
     fig.suptitle(f"{title}: {check['num_points']} points, {check['num_samples']} draws each")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)

@@ -7,6 +7,7 @@ A run folder holds ``config.json`` (everything needed to rebuild the model),
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from dataclasses import asdict, replace
@@ -17,14 +18,15 @@ import pyro
 import torch
 
 from pyro_lvm import __version__
-from pyro_lvm.checkpoint import load_checkpoint, write_json
+from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.data import DataSplits, load_dataset
 from pyro_lvm.evaluation import evaluate
+from pyro_lvm.files import claim_output_folder, write_json, write_text
 from pyro_lvm.objectives import OBJECTIVES, make_schedule
 from pyro_lvm.objectives.base import Objective
 from pyro_lvm.plotting import image_grid, reconstructions, training_curve
 from pyro_lvm.registry import MODELS
-from pyro_lvm.train import CHECKPOINT, TrainConfig, Trainer
+from pyro_lvm.train import CHECKPOINT, HISTORY, TrainConfig, Trainer
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -90,72 +92,160 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
     return figures
 
 
-def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data_dir=None,
+#: the files a run folder may hold (``--overwrite`` removes these and nothing else)
+RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, EVAL, VOCAB, "gradients.json", "gradients.md", "ppc.json",
+             "inference_data.nc", "samples.png", "reconstructions.png", "training_curve.png", "category_grid.png",
+             "ppc.png")
+#: settings that ``--resume`` may change; they are applied and recorded in the history
+RESUMABLE = ("epochs", "lr", "clip_norm", "eval_particles")
+
+
+def read_config(run_dir) -> Dict[str, Any]:
+    """The ``config.json`` of a run folder, with a clear error when there is none or it is broken."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a pyro_lvm run configuration (unreadable JSON: {e})") from None
+    if not isinstance(config, dict) or "model" not in config or "model_config" not in config:
+        raise ValueError(f"{path} is not a pyro_lvm run configuration (no model and model_config)")
+    return config
+
+
+def _model_for_data(model_name: str, dataset: str, data: DataSplits):
+    """The model class, refused early when it cannot take the data set's kind of data."""
+    model_cls = MODELS.get(model_name)
+    fields = {f.name for f in dataclasses.fields(model_cls.Config)}
+    if not set(data.model_options) <= fields:
+        fits = [n for n in MODELS.names()
+                if set(data.model_options) <= {f.name for f in dataclasses.fields(MODELS.get(n).Config)}]
+        kind = "sentences" if data.vocab is not None else "vectors"
+        raise ValueError(f"{model_name} cannot be trained on data set {dataset!r}: it holds {kind}; "
+                         f"models for it: {', '.join(fits)}")
+    return model_cls
+
+
+def _absolute_paths(options: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: str(Path(v).resolve()) if k.endswith("_file") and v is not None else v for k, v in options.items()}
+
+
+def _resume_settings(saved: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
+    """The changes ``--resume`` applies, after refusing any that it may not make."""
+    fixed = {"model": saved["model"], "dataset": saved["dataset"], "objective": saved["objective"],
+             "batch_size": saved["train"]["batch_size"], "seed": saved["train"]["seed"]}
+    differ = [f"{k} {given[k]!r} (the run has {v!r})" for k, v in fixed.items()
+              if given.get(k) is not None and given[k] != v]
+    for group, saved_group in (("model_options", saved["model_config"]),
+                               ("objective_options", saved["objective_options"]),
+                               ("data_options", saved.get("data_options", {}))):
+        for k, v in (given.get(group) or {}).items():
+            if v is not None and saved_group.get(k) != v:
+                differ.append(f"{k} {v!r} (the run has {saved_group.get(k)!r})")
+    if differ:
+        raise ValueError("--resume continues the run as it was set up; these options differ from it: "
+                         + "; ".join(differ) + f". Only {', '.join(RESUMABLE)} may change on resume "
+                         "(or train a new run)")
+    current = {**saved["train"], "eval_particles": saved.get("eval_particles")}
+    return {k: [current.get(k), given[k]] for k in RESUMABLE
+            if given.get(k) is not None and given[k] != current.get(k)}
+
+
+def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None,
               model_options: Optional[Dict[str, Any]] = None,
               objective: Optional[str] = None, objective_options: Optional[Dict[str, Any]] = None,
               train: Optional[TrainConfig] = None, eval_particles: Optional[int] = None,
-              resume: bool = False, figures: bool = True,
+              resume: bool = False, overwrite: bool = False, figures: bool = True,
               data_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train ``model_name`` on ``dataset``, evaluate on the test split, write the run folder.
 
     ``objective=None`` takes the model's ``default_objective``; ``None`` epochs,
-    batch size, learning rate or ``eval_particles`` take the data set's suggestions.
-    ``data_options`` go to the data set's loader (e.g. ``data_file`` for ``text``).
+    batch size, learning rate or ``eval_particles`` take the data set's suggestions
+    (``dataset=None``: the embedded small binarized MNIST). ``data_options`` go to
+    the data set's loader (e.g. ``data_file`` for ``text``).
+
+    A new run needs an empty ``out`` (or ``overwrite``, which first removes the
+    files of :data:`RUN_FILES`). ``resume`` continues the run in ``out`` from its
+    checkpoint with its own settings and data (its vocabulary; data files checked
+    by sha256); of the options given with it, those of :data:`RESUMABLE` are
+    applied and recorded in ``history.jsonl``, and any other that differs from the
+    run is refused. Everything that can be checked (options, data, the objective
+    against the model) is checked before anything is written.
 
     Returns the metrics dict written to ``metrics.json``.
     """
     out = Path(out)
     train = train or TrainConfig()
-    model_options = dict(model_options or {})
-    objective_options = dict(objective_options or {})
+    if eval_particles is not None and (int(eval_particles) != eval_particles or eval_particles < 1):
+        raise ValueError(f"--eval-particles must be a positive integer, got {eval_particles}")
+    changes: Dict[str, Any] = {}
     if resume:
-        saved = json.loads((out / CONFIG).read_text())
+        claim_output_folder(out, RUN_FILES, resume=True, overwrite=overwrite)
+        saved = read_config(out)
+        if "dataset" not in saved:
+            raise ValueError(f"{out} holds a {saved['model']} run of its own fitting method; it cannot be resumed")
+        changes = _resume_settings(saved, {
+            "model": model_name, "dataset": dataset, "objective": objective, "batch_size": train.batch_size,
+            "seed": train.seed, "model_options": model_options, "objective_options": objective_options,
+            "data_options": _absolute_paths(data_options or {}), "epochs": train.epochs, "lr": train.lr,
+            "clip_norm": train.clip_norm, "eval_particles": eval_particles})
         model_name, dataset = saved["model"], saved["dataset"]
-        model_options, objective = saved["model_config"], saved["objective"]
-        objective_options = saved["objective_options"]
-        saved_train = dict(saved["train"])
-        epochs = train.epochs if train.epochs is not None else saved_train["epochs"]
-        saved_train.update(epochs=epochs, progress=train.progress, device=train.device)
-        train = TrainConfig(**saved_train)
-        eval_particles = saved.get("eval_particles", eval_particles)
-        data_dir = data_dir if data_dir is not None else saved.get("data_dir")
-        data_options = saved.get("data_options", {})
-    data_options = dict(data_options or {})
-    data = load_dataset(dataset, data_dir, **data_options)
-    suggested = {"epochs": data.default_epochs, "batch_size": data.default_batch_size, "lr": data.default_lr}
-    train = replace(train, **{k: v for k, v in suggested.items() if getattr(train, k) is None})
-    if eval_particles is None:
-        eval_particles = data.default_eval_particles
-    model_cls = MODELS.get(model_name)
-    for key, value in data.model_options.items():
-        model_options.setdefault(key, value)
-        if model_options[key] != value:
-            raise ValueError(f"{key} {model_options[key]} does not match the data ({value})")
+        model_options, objective = dict(saved["model_config"]), saved["objective"]
+        objective_options = dict(saved["objective_options"])
+        train_options = {**saved["train"], **{k: v for k, (_, v) in changes.items() if k != "eval_particles"}}
+        train = TrainConfig(**{**train_options, "progress": train.progress, "device": train.device})
+        eval_particles = changes.get("eval_particles", [None, saved.get("eval_particles")])[1]
+        model, config, data = load_run_data(out, data_dir, model=False)
+        config["train"] = asdict(train)
+        config["eval_particles"] = eval_particles
+        if changes:
+            config.setdefault("resumes", []).append(changes)
+    else:
+        if train.epochs is not None and train.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1 for a new run, got {train.epochs}")
+        dataset = dataset or "binarized_mnist_small"
+        model_options = dict(model_options or {})
+        objective_options = dict(objective_options or {})
+        data_options = _absolute_paths(dict(data_options or {}))
+        data = load_dataset(dataset, data_dir, **data_options)
+        suggested = {"epochs": data.default_epochs, "batch_size": data.default_batch_size, "lr": data.default_lr,
+                     "seed": 0}
+        train = replace(train, **{k: v for k, v in suggested.items() if getattr(train, k) is None})
+        eval_particles = eval_particles or data.default_eval_particles
+        _model_for_data(model_name, dataset, data)
+        for key, value in data.model_options.items():
+            model_options.setdefault(key, value)
+            if model_options[key] != value:
+                raise ValueError(f"{key} {model_options[key]} does not match the data ({value})")
+        config = None
     pyro.set_rng_seed(train.seed)  # the initial weights follow the seed too
-    model = model_cls.from_config(model_options)
+    model = MODELS.get(model_name).from_config(model_options)
     objective = objective or model.default_objective
     obj = build_objective(objective, **objective_options)
-    config = {"model": model_name, "model_config": model.config_dict(), "dataset": dataset,
-              "data_dir": None if data_dir is None else str(data_dir), "objective": objective,
-              "objective_options": objective_options, "train": asdict(train), "data_options": data_options,
-              "eval_particles": eval_particles, "pyro_lvm_version": __version__}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG, config)
-    if data.vocab is not None:
-        data.vocab.save(out / VOCAB)  # the vocabulary travels with the model
     data.to(train.device)
-    trainer = Trainer(model, obj, data.train, data.valid, train, run_dir=out,
+    trainer = Trainer(model, obj, data.train, data.valid, train, run_dir=out,  # checks data and objective
                       train_transform=data.train_transform, batch_order=data.batch_order)
-    history = trainer.fit(resume=resume)
+    if config is None:  # a new run: its folder is claimed once everything has been checked
+        claim_output_folder(out, RUN_FILES, overwrite=overwrite)
+        config = {"model": model_name, "model_config": model.config_dict(), "dataset": dataset,
+                  "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "objective": objective,
+                  "objective_options": objective_options, "train": asdict(train), "data_options": data_options,
+                  "data_files": data.files, "eval_particles": eval_particles, "pyro_lvm_version": __version__}
+        if data.vocab is not None:
+            data.vocab.save(out / VOCAB)  # the vocabulary travels with the model
+    write_json(out / CONFIG, config)
+    history = trainer.fit(resume=resume and (out / CHECKPOINT).is_file(), note={"resume": changes} if changes else None)
     metrics = evaluate(model, data.test, num_particles=eval_particles, progress=train.progress)
     metrics.update(train_steps=trainer.step, train_seconds=trainer.train_seconds,
                    steps_per_second=trainer.step / max(trainer.train_seconds, 1e-9),
                    epochs=trainer.epoch, dataset=dataset, model=model_name, objective=objective)
     metrics.update(model.extra_metrics(data.train, data.test, metrics))
-    if history and history[-1].get("valid_loss") is not None:
-        metrics["valid_loss"] = history[-1]["valid_loss"]
+    epochs_done = [r for r in history if "train_loss" in r]
+    if epochs_done and epochs_done[-1].get("valid_loss") is not None:
+        metrics["valid_loss"] = epochs_done[-1]["valid_loss"]
     if figures:
-        metrics["figures"] = write_figures(model, data, history, out, step_log=trainer.step_log)
+        metrics["figures"] = write_figures(model, data, epochs_done, out, step_log=trainer.step_log)
     write_json(out / METRICS, metrics)
     return metrics
 
@@ -163,26 +253,45 @@ def train_run(model_name: str, out, dataset: str = "binarized_mnist_small", data
 def load_run(run_dir, device: str = "cpu"):
     """The trained model and the config of a run folder."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG}")
-    config = json.loads((run_dir / CONFIG).read_text())
+    config = read_config(run_dir)
     model = build_model(config)
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{run_dir / CHECKPOINT} does not hold the {config['model']} of {run_dir / CONFIG} "
+                         f"({first})") from None
     return model.to(device), config
 
 
-def load_run_data(run_dir, data_dir=None, device: str = "cpu"):
-    """``(model, config, data)`` of a run trained on a named data set: the trained model and
-    the data splits it was trained on (from ``data_dir``, else the run's own data directory)."""
+def load_run_data(run_dir, data_dir=None, device: str = "cpu", model: bool = True):
+    """``(model, config, data)`` of a run trained on a named data set: the trained model
+    (``None`` with ``model=False``) and the data it was trained on, read as the run read it:
+    from ``data_dir`` (else the run's own), with the run's vocabulary, and its data files
+    checked against their sha256 at training time."""
     run_dir = Path(run_dir)
-    model, config = load_run(run_dir, device)
+    config = read_config(run_dir)
     if "dataset" not in config:
         raise ValueError(f"{run_dir} was not trained on a named data set (a {config.get('model')} run of "
                          "its own fitting method: its metrics.json has its numbers)")
+    trained = load_run(run_dir, device)[0] if model else None
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
-    data = load_dataset(config["dataset"], data_dir, **config.get("data_options", {})).to(device)
-    return model, config, data
+    options = dict(config.get("data_options", {}))
+    if (run_dir / VOCAB).is_file():
+        options["vocab"] = str(run_dir / VOCAB)
+    elif config["dataset"] in ("ptb", "text"):
+        raise FileNotFoundError(f"{run_dir} has no {VOCAB}: a text run reads its data with its own vocabulary")
+    for path, digest in config.get("data_files", {}).items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}, a data file of the run {run_dir}, is missing")
+    data = load_dataset(config["dataset"], data_dir, **options).to(device)
+    for path, digest in config.get("data_files", {}).items():
+        now = data.files.get(path)
+        if now is not None and now != digest:
+            raise ValueError(f"{path} changed since the run {run_dir} was trained (sha256 {digest[:12]}... then, "
+                             f"{now[:12]}... now): restore it, or train a new run on it")
+    return trained, config, data
 
 
 def evenly_spaced(num: int, count: Optional[int]) -> torch.Tensor:
@@ -236,5 +345,5 @@ def gradients_run(run_dir, estimators=None, num_draws: int = 100, batch_size: in
     result = {"estimators": gradient_diagnostics(model, x, estimators, num_draws=num_draws, seed=seed),
               "num_draws": num_draws, "batch_size": x.shape[0], "model": config["model"]}
     write_json(run_dir / "gradients.json", result)
-    (run_dir / "gradients.md").write_text(format_table(result["estimators"]) + "\n")
+    write_text(run_dir / "gradients.md", format_table(result["estimators"]) + "\n")
     return result

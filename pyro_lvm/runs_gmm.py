@@ -17,7 +17,8 @@ import pyro
 import torch
 
 from pyro_lvm import __version__
-from pyro_lvm.checkpoint import save_checkpoint, write_json
+from pyro_lvm.checkpoint import save_checkpoint
+from pyro_lvm.files import atomic_write, claim_output_folder, write_json
 from pyro_lvm.data.tabular import read_csv_table
 from pyro_lvm.inference.em import fit_em
 from pyro_lvm.models.gmm import GMM
@@ -26,6 +27,10 @@ from pyro_lvm.plotting import mixture_scatter, selection_curve
 from pyro_lvm.train import TrainConfig, Trainer
 
 METHODS = ("em", "svi", "nuts")
+#: the files a mixture fit or a selection writes (``--overwrite`` removes these and nothing else)
+GMM_RUN_FILES = ("config.json", "checkpoint.pt", "params.json", "assignments.csv", "metrics.json", "scatter.png",
+                 "posterior.nc")
+SELECT_FILES = ("selection.json", "selection.png")
 
 
 
@@ -49,17 +54,28 @@ def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full",
                   columns: Optional[Sequence[str]] = None, restarts: int = 5, tol: float = 1e-6,
                   max_iter: int = 1000, reg_covar: float = 1e-6, seed: int = 0, svi_steps: int = 300,
                   lr: float = 0.01, num_samples: int = 500, warmup: int = 300, num_chains: int = 2,
-                  plot_columns: Optional[Sequence[str]] = None, progress: bool = False) -> Dict[str, Any]:
-    """Fit a mixture to the numeric columns of a CSV file; writes the run folder, returns metrics."""
+                  plot_columns: Optional[Sequence[str]] = None, progress: bool = False,
+                  overwrite: bool = False) -> Dict[str, Any]:
+    """Fit a mixture to the numeric columns of a CSV file; writes the run folder, returns metrics.
+
+    Options, data and the folder (empty, or ``overwrite``) are checked before fitting.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, value in (("restarts", restarts), ("max_iter", max_iter), ("svi_steps", svi_steps),
+                        ("num_samples", num_samples), ("num_chains", num_chains)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if warmup < 0 or not tol > 0 or not lr > 0:
+        raise ValueError(f"need --warmup >= 0, --tol > 0 and --lr > 0 (got {warmup}, {tol}, {lr})")
     x, names = _load(data_file, columns)
     n, d = x.shape
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if plot_columns and (len(plot_columns) != 2 or any(c not in names for c in plot_columns)):
+        raise ValueError(f"--plot-columns needs two of {names}, got {list(plot_columns)}")
     pyro.set_rng_seed(seed)
     model = GMM(input_dim=d, components=components, covariance=covariance, reg_covar=reg_covar).double()
     x = model.check_data(x)
+    out = claim_output_folder(out, GMM_RUN_FILES, overwrite=overwrite, what="mixture fit")
     em = fit_em(model, x, restarts=restarts, tol=tol, max_iter=max_iter, seed=seed)
     metrics: Dict[str, Any] = {"components": components, "covariance": covariance, "method": method,
                                "n_points": n, "columns": names, "em_iterations": em.iterations,
@@ -116,17 +132,15 @@ def _save_outputs(model: GMM, x, names, out: Path, plot_columns, metrics, method
                                       "covariances": covs.tolist(), "columns": names})
     header = ",".join([f"p_{k}" for k in range(resp.shape[1])] + ["assignment"])
     table = np.column_stack([resp.numpy(), labels.numpy()])
-    np.savetxt(out / "assignments.csv", table, delimiter=",", header=header, comments="",
-               fmt=["%.6g"] * resp.shape[1] + ["%d"])
+    with atomic_write(out / "assignments.csv", "w") as f:
+        np.savetxt(f, table, delimiter=",", header=header, comments="", fmt=["%.6g"] * resp.shape[1] + ["%d"])
     xs, c_locs, c_covs = x.numpy(), locs.numpy(), covs.numpy()
     if x.shape[1] == 1:  # one column: plot it against zero, the ellipses become intervals
         xs = np.column_stack([xs[:, 0], np.zeros(x.shape[0])])
         c_locs = np.column_stack([c_locs[:, 0], np.zeros(len(c_locs))])
         c_covs = np.stack([np.diag([c[0, 0], 1e-12]) for c in c_covs])
         cols, names = (0, 1), [names[0], ""]
-    elif plot_columns:
-        if len(plot_columns) != 2 or any(c not in names for c in plot_columns):
-            raise ValueError(f"--plot-columns needs two of {names}, got {list(plot_columns)}")
+    elif plot_columns:  # checked before fitting
         cols = (names.index(plot_columns[0]), names.index(plot_columns[1]))
     else:
         cols = (0, 1)
@@ -137,31 +151,46 @@ def _save_outputs(model: GMM, x, names, out: Path, plot_columns, metrics, method
 
 def select_gmm(data_file, out, components: Sequence[int] = range(1, 9), covariance: str = "full",
                columns: Optional[Sequence[str]] = None, restarts: int = 5, tol: float = 1e-3,
-               max_iter: int = 100, heldout_fraction: float = 0.2, seed: int = 0) -> Dict[str, Any]:
-    """BIC (on the training rows) and held-out log-likelihood for each K; writes selection.json/png."""
+               max_iter: int = 100, heldout_fraction: float = 0.2, seed: int = 0,
+               overwrite: bool = False) -> Dict[str, Any]:
+    """BIC (on the training rows) and held-out log-likelihood for each K; writes selection.json/png.
+
+    A K whose every EM restart degenerates is reported (``degenerate``) and left out of the choice.
+    """
     x, names = _load(data_file, columns)
     n = x.shape[0]
     if not 0 < heldout_fraction < 1:
-        raise ValueError("heldout fraction must be in (0, 1)")
+        raise ValueError(f"--heldout must be a fraction in (0, 1), got {heldout_fraction}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_held = max(1, int(round(heldout_fraction * n)))
     held, train = x[perm[:n_held]], x[perm[n_held:]]
+    too_many = [k for k in components if k > train.shape[0]]
+    if not components or too_many:
+        raise ValueError(f"--components must be between 1 and the {train.shape[0]} training rows, got "
+                         f"{list(components)}")
+    out = claim_output_folder(out, SELECT_FILES, overwrite=overwrite, what="selection")
     rows = []
     for k in components:
         model = GMM(input_dim=x.shape[1], components=k, covariance=covariance).double()
-        fit_em(model, train, restarts=restarts, tol=tol, max_iter=max_iter, seed=seed)
+        try:
+            fit_em(model, train, restarts=restarts, tol=tol, max_iter=max_iter, seed=seed)
+        except ValueError as e:  # every restart degenerated: no fit with this many components
+            rows.append({"components": k, "degenerate": str(e)})
+            continue
         with torch.no_grad():
             ll_train = model.log_likelihood(train).sum().item()
             ll_held = model.log_likelihood(held).mean().item()
         rows.append({"components": k, "bic": bic(ll_train, train.shape[0], k, x.shape[1], covariance),
                      "train_loglik_per_point": ll_train / train.shape[0], "heldout_loglik_per_point": ll_held})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    best = min(rows, key=lambda r: r["bic"])["components"]
+    fitted = [r for r in rows if "bic" in r]
+    if not fitted:
+        raise ValueError("no number of components gave a fit (every restart degenerated); see "
+                         f"{[r['degenerate'] for r in rows][:1]}")
+    best = min(fitted, key=lambda r: r["bic"])["components"]
     result = {"criteria": rows, "best_by_bic": best,
-              "best_by_heldout": max(rows, key=lambda r: r["heldout_loglik_per_point"])["components"],
+              "best_by_heldout": max(fitted, key=lambda r: r["heldout_loglik_per_point"])["components"],
               "columns": names, "covariance": covariance, "heldout_points": n_held}
-    result["figure"] = str(selection_curve([r["components"] for r in rows], [r["bic"] for r in rows],
-                                           [r["heldout_loglik_per_point"] for r in rows], out / "selection.png"))
+    result["figure"] = str(selection_curve([r["components"] for r in fitted], [r["bic"] for r in fitted],
+                                           [r["heldout_loglik_per_point"] for r in fitted], out / "selection.png"))
     write_json(out / "selection.json", result)
     return result

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import pyro
 import torch
 
-from pyro_lvm.checkpoint import write_json
+from pyro_lvm.files import write_json
 from pyro_lvm.evaluation.marginal_likelihood import log_marginal_likelihood
 from pyro_lvm.evaluation.predictive import check_summary, extreme_p_values, posterior_predictive_check
 from pyro_lvm.registry import Registry

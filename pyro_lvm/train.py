@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from pyro_lvm.base import LatentVariableModel, param_store_registration
 from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
+from pyro_lvm.files import write_text
 from pyro_lvm.objectives.base import Objective
 
 CHECKPOINT = "checkpoint.pt"
@@ -40,7 +41,8 @@ class TrainConfig:
     :param int batch_size: data points per gradient step.
     :param float lr: Adam learning rate; ``None`` lets
         :func:`pyro_lvm.runs.train_run` take the data set's suggestion.
-    :param int seed: seeds Pyro/torch and the shuffling.
+    :param seed: seeds Pyro/torch and the shuffling; ``None`` lets
+        :func:`pyro_lvm.runs.train_run` take 0 (or, on resume, the run's own).
     :param str device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
     :param bool progress: show a progress bar.
     :param clip_norm: clip the gradient norm to this value, or ``None``.
@@ -49,7 +51,7 @@ class TrainConfig:
     epochs: Optional[int] = 10
     batch_size: Optional[int] = 100
     lr: Optional[float] = 1e-3
-    seed: int = 0
+    seed: Optional[int] = 0
     device: str = "cpu"
     progress: bool = True
     clip_norm: Optional[float] = None
@@ -63,7 +65,12 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError("clip_norm must be positive")
-        device = torch.device(self.device)
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {self.device!r}: expected cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device {self.device!r} is not supported: expected cpu, cuda or cuda:N")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
 
@@ -113,9 +120,9 @@ class Trainer:
                  train_transform: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None,
                  batch_order: Optional[Callable[[int, int, torch.Generator], List[torch.Tensor]]] = None):
         self.config = config or TrainConfig()
-        if self.config.epochs is None or self.config.batch_size is None or self.config.lr is None:
-            raise ValueError("TrainConfig.epochs, batch_size and lr must be set for a Trainer "
-                             f"(got {self.config.epochs}, {self.config.batch_size}, {self.config.lr})")
+        if None in (self.config.epochs, self.config.batch_size, self.config.lr, self.config.seed):
+            raise ValueError("TrainConfig.epochs, batch_size, lr and seed must be set for a Trainer (got "
+                             f"{self.config.epochs}, {self.config.batch_size}, {self.config.lr}, {self.config.seed})")
         if not isinstance(objective, PyroELBO):
             raise TypeError("objective must be a pyro_lvm objective or a pyro.infer.ELBO, "
                             f"got {type(objective).__name__}")
@@ -167,6 +174,7 @@ class Trainer:
         return None if self.run_dir is None else self.run_dir / CHECKPOINT
 
     def state_dict(self) -> Dict[str, Any]:
+        self.model.collect_state()
         rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state(),
                "transform": self.transform_generator.get_state()}
         if self.device.type == "cuda":
@@ -196,10 +204,7 @@ class Trainer:
     def _write_history(self) -> None:
         if self.run_dir is None:
             return
-        path = self.run_dir / HISTORY
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        tmp.replace(path)
+        write_text(self.run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in self.history))
 
     # ------------------------------------------------------------------ steps
     def _loss_and_grads(self, x: torch.Tensor) -> float:
@@ -221,12 +226,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss_and_grads(x)
         if not math.isfinite(loss):
-            raise TrainingDivergedError(
-                f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {self.step}; the step was "
-                f"not applied. The last good checkpoint is "
-                f"{self.checkpoint_path or '(none: no run directory)'}. Try a smaller learning "
-                "rate or gradient clipping."
-            )
+            raise TrainingDivergedError(f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {self.step}; "
+                                        f"the step was not applied. {self._what_is_kept()}")
         if self.config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
@@ -256,26 +257,42 @@ class Trainer:
             self.model.train(was_training)
         return total / n
 
+    def _what_is_kept(self) -> str:
+        """What a divergence leaves, and what to do (never naming a checkpoint that does not exist)."""
+        advice = "a smaller learning rate (--lr) or gradient clipping (--clip-norm)"
+        if self.checkpoint_path is not None and self.checkpoint_path.is_file():
+            return (f"The last good checkpoint, after epoch {self.epoch}, is intact: {self.checkpoint_path}. "
+                    f"Continue with --resume and {advice}.")
+        where = "no run directory" if self.run_dir is None else "it diverged in its first epoch"
+        return f"No checkpoint was written ({where}): start again with {advice}."
+
     def _check_parameters(self) -> None:
         for name, p in self.model.named_parameters():
             if not torch.isfinite(p).all():
-                raise TrainingDivergedError(
-                    f"parameter {name!r} is not finite after epoch {self.epoch + 1}; the checkpoint "
-                    f"was not overwritten: {self.checkpoint_path or '(no run directory)'}"
-                )
+                raise TrainingDivergedError(f"parameter {name!r} is not finite after epoch {self.epoch + 1}; "
+                                            f"this epoch was not saved. {self._what_is_kept()}")
 
     # -------------------------------------------------------------------- fit
-    def fit(self, resume: bool = False) -> List[Dict[str, Any]]:
-        """Train for ``config.epochs`` epochs in all; returns the per-epoch history.
+    def fit(self, resume: bool = False, note: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+        """Train for ``config.epochs`` epochs in all; returns the history (one record per
+        epoch, and records of events such as a resume, which have no ``train_loss``).
 
-        With ``resume`` the checkpoint in ``run_dir`` is loaded first and
-        training continues from the epoch after it.
+        With ``resume`` the checkpoint in ``run_dir`` is loaded first and training
+        continues from the epoch after it, with this Trainer's learning rate and
+        clipping; ``note`` (e.g. the settings a resume changed) is recorded in the
+        history at that point.
         """
         cfg = self.config
         if resume:
             if self.checkpoint_path is None or not self.checkpoint_path.is_file():
                 raise FileNotFoundError(f"nothing to resume: no checkpoint at {self.checkpoint_path}")
             self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+            for group in self.optimizer.param_groups:  # a resume may lower the learning rate
+                group["lr"] = cfg.lr
+            if note:
+                self.history.append({"event": "resume", "epoch": self.epoch, "step": self.step, **note})
+                self.save()
+                self._write_history()
         elif self.step == 0:  # a fresh start; a later fit() with more epochs continues the streams
             pyro.set_rng_seed(cfg.seed)
             self.shuffle_generator.manual_seed(cfg.seed)

@@ -134,7 +134,7 @@ REFUSALS = [
     (_NOT_REBUILDABLE, {"iwae-dreg"}, "stopped parameters"),
     (_VQ | {"ppca"}, _FREE_BITS, "independent dimensions"),
     (_VQ, {"meanfield", "TraceMeanField_ELBO", "iwae-dreg"}, "factor 'vq_loss'"),
-    (_VQ | {"textvae", "lstmlm"}, {"JitTrace_ELBO"}, "torch.jit.trace"),
+    (_VQ | {"textvae", "lstmlm", "bernvae-reinforce", "catvae-reinforce"}, {"JitTrace_ELBO"}, "torch.jit.trace"),
 ]
 
 #: parameters that a pair may leave unchanged: the learned REINFORCE baseline, which only

@@ -91,7 +91,7 @@ def test_config_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=-1)
-    with pytest.raises(ValueError, match="lr must be set"):
+    with pytest.raises(ValueError, match="lr and seed must be set"):
         Trainer(VAE(input_dim=10), ELBO(), _data(), config=TrainConfig(lr=None, progress=False))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):

@@ -84,6 +84,9 @@ class DataSplits:
     #: ``(n, batch_size, generator) -> list of index tensors``, one training epoch's
     #: batches (e.g. bucketed by length); ``None``: a random permutation
     batch_order: Optional[Callable[[int, int, torch.Generator], List[torch.Tensor]]] = None
+    #: files read from a user's path, ``{absolute path: sha256}`` (named data sets are checked by
+    #: content when read, so they list none)
+    files: Dict[str, str] = field(default_factory=dict)
 
     @property
     def input_dim(self) -> int:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
+
+from pyro_lvm.files import atomic_write
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -45,12 +46,21 @@ class RemoteFile:
 
 
 def read_bytes(path: Path) -> bytes:
-    """File content, transparently gunzipped when the file is gzip data."""
+    """File content, transparently gunzipped when the file is gzip data.
+
+    A truncated or corrupted gzip file raises :class:`ChecksumError` naming it.
+    """
     with open(path, "rb") as f:
         head = f.read(2)
-    opener = gzip.open if head == b"\x1f\x8b" else open
-    with opener(path, "rb") as f:
-        return f.read()
+    if head != b"\x1f\x8b":
+        with open(path, "rb") as f:
+            return f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile, a bad CRC, a truncated stream
+        raise ChecksumError(f"{path} is a damaged gzip file ({e}); delete it so that it can be fetched "
+                            "again, or put an intact copy there") from None
 
 
 def _verify(content: bytes, spec: RemoteFile, where: str) -> bytes:
@@ -70,15 +80,8 @@ def _download(url: str, timeout: float) -> bytes:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(data)
 
 
 def fetch(spec: RemoteFile, data_dir: Path, download: bool = True, timeout: float = 60.0,
@@ -149,10 +152,8 @@ def load_array(spec: RemoteFile, data_dir: Path, parse, download: bool = True,
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             target = cache_dir / f"{_cache_key(spec, local)}.npy"
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npy.part")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(target, "wb") as f:
                 np.save(f, array, allow_pickle=False)
-            os.replace(tmp, target)
         except OSError:
             pass
     return array

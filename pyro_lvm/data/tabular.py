@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+#: a decimal number as CSV files write it: sign, digits with an optional point, optional exponent
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def read_csv_table(path, columns: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, List[str]]:
@@ -24,13 +28,16 @@ def read_csv_table(path, columns: Optional[Sequence[str]] = None) -> Tuple[np.nd
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path} is empty: expected a header row of column names") from None
-        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise ValueError(f"{path} is empty: expected a header row of column names") from None
+            rows = [r for r in reader if any(cell.strip() for cell in r)]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 CSV") from None
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: duplicate column names in the header {header}")
     if columns:
@@ -50,6 +57,8 @@ def read_csv_table(path, columns: Optional[Sequence[str]] = None) -> Tuple[np.nd
             if cell == "" or cell.lower() in ("na", "nan", "null", "none", "?"):
                 raise ValueError(f"{path}, line {r + 2}, column {header[i]!r}: missing value")
             try:
+                if not _NUMBER.fullmatch(cell):  # float() also takes '1_000', ' 1', 'infinity'
+                    raise ValueError(cell)
                 value = float(cell)
             except ValueError:
                 raise ValueError(f"{path}, line {r + 2}, column {header[i]!r}: {cell!r} is not a "

@@ -32,6 +32,7 @@ import torch
 from pyro_lvm.data.datasets import DATASETS, DataSplits
 from pyro_lvm.data.directory import resolve_data_dir
 from pyro_lvm.data.download import DataNotFoundError, RemoteFile, fetch
+from pyro_lvm.files import write_json
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -103,7 +104,7 @@ class Vocabulary:
         return cls(d["words"])
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> "Vocabulary":
@@ -124,7 +125,23 @@ def read_sentences(path) -> List[List[str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no text file at {path}")
-    return parse_sentences(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); convert it, e.g. "
+                         f"iconv -t UTF-8") from None
+    return parse_sentences(text)
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, the fingerprint a run keeps of its data files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def to_tensor(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> torch.Tensor:
@@ -170,46 +187,61 @@ def bucket_batches(token_lengths: torch.Tensor, batch_size: int, generator: torc
 
 
 def _text_splits(name: str, train: List[List[str]], valid: List[List[str]], test: List[List[str]],
-                 max_vocab: Optional[int], max_length: Optional[int], info: Dict[str, str]) -> DataSplits:
+                 max_vocab: Optional[int], max_length: Optional[int], info: Dict[str, str],
+                 vocab: Optional[Vocabulary] = None, files: Optional[Dict[str, str]] = None) -> DataSplits:
     if max_length is not None:
         if max_length < 1:
             raise ValueError(f"max_length must be positive, got {max_length}")
         kept = [s for s in train if len(s) <= max_length]
         info = {**info, "dropped_long_training_sentences": str(len(train) - len(kept))}
         train = kept
-    vocab = Vocabulary.build(train, max_vocab)
+    vocab = Vocabulary.build(train, max_vocab) if vocab is None else _as_vocabulary(vocab)
     train_tokens = to_tensor(train, vocab)
     train_lengths = lengths(train_tokens)
     return DataSplits(name, train_tokens, to_tensor(valid, vocab), to_tensor(test, vocab),
-                      support="tokens", info=info, default_epochs=2, vocab=vocab,
+                      support="tokens", info=info, default_epochs=2, vocab=vocab, files=files or {},
                       default_batch_size=16, default_lr=3e-3, default_eval_particles=50,
                       batch_order=lambda n, batch_size, g: bucket_batches(train_lengths, batch_size, g))
 
 
+def _as_vocabulary(vocab) -> Vocabulary:
+    if isinstance(vocab, Vocabulary):
+        return vocab
+    if isinstance(vocab, dict):
+        return Vocabulary.from_dict(vocab)
+    return Vocabulary.load(vocab)  # a path to a vocab.json
+
+
 @DATASETS.register("ptb")
 def ptb(data_dir=None, download: bool = True, max_vocab: Optional[int] = None,
-        max_length: Optional[int] = None) -> DataSplits:
+        max_length: Optional[int] = None, vocab=None) -> DataSplits:
     """Penn Treebank, Mikolov et al.'s language-modelling version: 42068 / 3370 / 3761 sentences.
 
     Its 10000 word types are kept (rare words are already ``<unk>`` in the
-    files), so ``max_vocab=None``: the vocabulary has 10002 entries.
+    files), so ``max_vocab=None``: the vocabulary has 10002 entries. ``vocab``
+    (a :class:`Vocabulary`, its dict or a ``vocab.json`` path) replaces the one
+    built from the training split, as a trained run does to read its data.
     """
     root = resolve_data_dir(data_dir)
     text = {k: fetch(f, root, download, dataset="ptb").decode("utf-8") for k, f in PTB_FILES.items()}
     return _text_splits("ptb", *(parse_sentences(text[k]) for k in ("train", "valid", "test")),
-                        max_vocab=max_vocab, max_length=max_length,
+                        max_vocab=max_vocab, max_length=max_length, vocab=vocab,
                         info={"source": "Penn Treebank (Mikolov et al. 2010 preprocessing)"})
 
 
 @DATASETS.register("text")
 def text_file(data_dir=None, download: bool = True, data_file=None, valid_file=None, test_file=None,
               split=(0.9, 0.05, 0.05), seed: int = 0, max_vocab: int = 10000,
-              max_length: Optional[int] = None) -> DataSplits:
+              max_length: Optional[int] = None, vocab=None) -> DataSplits:
     """A user's text file, one sentence per line; validation and test either from their
-    own files or a random split of ``data_file`` by the fractions ``split``."""
+    own files or a random split of ``data_file`` by the fractions ``split``. ``vocab`` as
+    for :func:`ptb`; the files' sha256 are in the result's ``files``."""
     if data_file is None:
         raise ValueError("dataset 'text' needs data_file (one sentence per line)")
     sentences = read_sentences(data_file)
+    if not sentences:
+        raise ValueError(f"{data_file} has no sentences: it is empty, or every line is blank")
+    files = {str(Path(f).resolve()): file_sha256(f) for f in (data_file, valid_file, test_file) if f is not None}
     if (valid_file is None) != (test_file is None):
         raise ValueError("give both valid_file and test_file, or neither (then data_file is split)")
     if valid_file is not None:
@@ -225,7 +257,8 @@ def text_file(data_dir=None, download: bool = True, data_file=None, valid_file=N
         pick = lambda idx: [sentences[i] for i in idx]  # noqa: E731
         test, valid = pick(perm[:n_test]), pick(perm[n_test:n_test + n_valid])
         train = pick(perm[n_test + n_valid:])
-    return _text_splits("text", train, valid, test, max_vocab, max_length, info={"source": str(data_file)})
+    return _text_splits("text", train, valid, test, max_vocab, max_length, info={"source": str(data_file)},
+                        vocab=vocab, files=files)
 
 
 __all__ = ["BOS_INDEX", "DataNotFoundError", "EOS_INDEX", "PAD_INDEX", "UNK_INDEX", "Vocabulary",

@@ -70,10 +70,18 @@ def log_marginal_likelihood(model: Callable, guide: Optional[Callable], data: to
     """
     if proposal not in PROPOSALS:
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
-    if int(num_particles) < 1 or int(batch_size) < 1:
-        raise ValueError("num_particles and batch_size must be positive")
+    for name, value in (("num_particles", num_particles), ("batch_size", batch_size)):
+        if isinstance(value, bool) or int(value) != value or int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    num_particles, batch_size = int(num_particles), int(batch_size)
     if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] == 0:
-        raise ValueError("data must be a non-empty tensor of shape (num_points, ...)")
+        raise ValueError(f"data must be a non-empty torch.Tensor of shape (num_points, ...), got "
+                         f"{tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__}")
+    owner = getattr(model, "__self__", None)  # a pyro_lvm model's bound method: its own data checks
+    if hasattr(owner, "check_data"):
+        data = owner.check_data(data, "data")
+    elif data.is_floating_point() and not torch.isfinite(data).all():
+        raise ValueError("data contains NaN or infinite values")
     proposal_fn = guide if proposal == "guide" else None
     out = torch.empty(data.shape[0], device=data.device)
     point_size = data[0].numel()

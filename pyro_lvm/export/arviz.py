@@ -74,8 +74,11 @@ def group_names(idata) -> list:
 
 
 def save_netcdf(idata, path) -> None:
-    """Write ArviZ data to a netCDF file readable by ``arviz.from_netcdf``."""
-    idata.to_netcdf(str(path))
+    """Write ArviZ data to a netCDF file readable by ``arviz.from_netcdf`` (atomically)."""
+    from pyro_lvm.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp))
 
 
 def loo(idata):

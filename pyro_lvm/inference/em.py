@@ -146,7 +146,8 @@ def fit_em(model: GMM, x: torch.Tensor, restarts: int = 1, tol: float = 1e-3, ma
     :param dtype: computation dtype (float64 by default, as scikit-learn).
     :param bool allow_degenerate: keep restarts in which a component collapsed
         onto a subspace (:func:`is_degenerate`); by default the best
-        non-degenerate restart wins when there is one.
+        non-degenerate restart wins, and a ``ValueError`` says so when every
+        restart degenerated.
 
     >>> import torch
     >>> from pyro_lvm.models import GMM
@@ -163,13 +164,23 @@ def fit_em(model: GMM, x: torch.Tensor, restarts: int = 1, tol: float = 1e-3, ma
     work = x.to(dtype) if dtype is not None else x
     c = model.config
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    runs = []
+    runs, degenerate, singular = [], [], 0
     for _ in range(restarts):
-        runs.append(_run(work, c.components, c.covariance, c.reg_covar, tol, max_iter, generator))
-    degenerate = [is_degenerate(r[0][2], c.reg_covar) for r in runs]
-    candidates = [r for r, bad in zip(runs, degenerate) if allow_degenerate or not bad] or runs
+        try:
+            run = _run(work, c.components, c.covariance, c.reg_covar, tol, max_iter, generator)
+        except torch.linalg.LinAlgError:  # a covariance became singular: the restart degenerated
+            singular += 1
+            continue
+        runs.append(run)
+        degenerate.append(is_degenerate(run[0][2], c.reg_covar))
+    candidates = [r for r, bad in zip(runs, degenerate) if allow_degenerate or not bad]
+    if not candidates:
+        raise ValueError(f"every one of the {restarts} EM restart(s) collapsed a component onto a few "
+                         f"coincident or collinear points (an unbounded likelihood, not a fit): use fewer "
+                         f"components than {c.components}, a larger covariance floor (reg_covar "
+                         f"{c.reg_covar:g}) or more restarts")
     (weights, locs, cov), ll, it, converged, history = max(candidates, key=lambda r: r[1])
     model.set_parameters(weights, locs, cov)
     model.set_data_scale(x)
     return EMResult(weights.to(x.dtype), locs.to(x.dtype), cov.to(x.dtype), ll, it, converged, history,
-                    [r[1] for r in runs], sum(degenerate))
+                    [r[1] for r in runs], sum(degenerate) + singular)

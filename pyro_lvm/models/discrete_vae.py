@@ -18,8 +18,8 @@ guide's distributions and the objective:
 ============  ======================================================  ==============
 estimator     guide sample (forward / backward)                       objective
 ============  ======================================================  ==============
-reinforce     hard sample / score function with an input-dependent    ``tracegraph``
-              and a decaying-average baseline
+reinforce     hard sample / score function with a learned             ``tracegraph``
+              input-dependent baseline
 vimco         hard samples / per-sample leave-one-out baselines       ``vimco``
 st            hard sample / identity through the probabilities        ``meanfield``
 gumbel        Concrete relaxation at temperature :math:`\tau`; KL is  ``meanfield``
@@ -149,6 +149,9 @@ class DiscreteVAE(LatentVariableModel):
         self.baseline = _Baseline(c.input_dim, c.hidden[-1] if c.hidden else 64, c.activation) \
             if c.estimator == "reinforce" else None
         self.register_buffer("temperature", torch.tensor(float(c.temperature)))
+        if c.estimator == "reinforce":  # the decaying-average baseline, held where a checkpoint sees it
+            self.register_buffer("average_cost", torch.zeros(()))
+        self._average_in_store = False  # has this model's average been written to Pyro's store yet?
 
     # ------------------------------------------------------------ subclasses
     code_shape: Tuple[int, ...]
@@ -170,6 +173,12 @@ class DiscreteVAE(LatentVariableModel):
     @property
     def data_support(self) -> str:
         return "binary"
+
+    @property
+    def not_traceable(self):
+        if self.config.estimator == "reinforce":
+            return "the decaying-average baseline is carried from step to step in Python"
+        return None
 
     @property
     def default_objective(self) -> str:
@@ -229,6 +238,7 @@ class DiscreteVAE(LatentVariableModel):
             q = self._exact(logits)
         elif estimator == "reinforce":
             q = self._exact(logits)
+            self._sync_average_baseline(x.shape[0])
             infer = {"baseline": {"nn_baseline": self.baseline, "nn_baseline_input": x,
                                   "use_decaying_avg_baseline": True}}
         elif estimator == "enum":
@@ -238,6 +248,41 @@ class DiscreteVAE(LatentVariableModel):
             q = self._estimator_dist(logits)
         with self.data_plate(x.shape[0], data_size, x.device):
             return pyro.sample("z", q, infer=infer)
+
+    #: where Pyro's TraceGraph_ELBO keeps the decaying-average baseline of site ``z``
+    _AVERAGE_PARAM = "__baseline_avg_downstream_cost_z"
+
+    @torch.no_grad()
+    def collect_state(self) -> None:
+        """Fold the decaying-average baseline of Pyro's param store into :attr:`average_cost`."""
+        stored = pyro.get_param_store().get_state()["params"].get(self._AVERAGE_PARAM)
+        if self.config.estimator == "reinforce" and self._average_in_store and stored is not None:
+            self.average_cost.fill_(stored.detach().mean())
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._average_in_store = False  # the loaded average is the truth, not the store's
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @torch.no_grad()
+    def _sync_average_baseline(self, batch: int) -> None:
+        """Keep the decaying-average baseline one number, in :attr:`average_cost`.
+
+        ``TraceGraph_ELBO`` keeps it in Pyro's param store with the batch's shape:
+        one average per position in the batch, which under shuffled minibatches is
+        the same average spread over the slots, which breaks on a shorter last
+        batch and which a checkpoint does not hold. Before each step the stored
+        value is folded into the model's buffer (its mean) and written back at this
+        batch's size, so the state is the buffer, saved and restored with the model.
+        The first time after the model was built or loaded, the buffer is written
+        (the store may hold another model's average: Pyro names it by the site alone).
+        """
+        store = pyro.get_param_store()
+        shape = (batch,)
+        if self._AVERAGE_PARAM in store and self._average_in_store:
+            self.collect_state()
+            shape = tuple(store[self._AVERAGE_PARAM].shape[:-1]) + (batch,)
+        store[self._AVERAGE_PARAM] = self.average_cost.expand(shape).clone()
+        self._average_in_store = True
 
     def generate(self, num: int, mean: bool = True) -> torch.Tensor:
         was = self.training

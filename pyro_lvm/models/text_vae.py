@@ -306,8 +306,9 @@ class SentenceModel(LatentVariableModel):
     def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any]) -> Dict[str, Any]:
         """``test_ppl`` = exp(total NLL / total tokens, ``<eos>`` counted) and ``tokens_per_second``."""
         out: Dict[str, Any] = {"test_tokens": int(lengths(test).sum())}
-        if "test_nll" in metrics:
-            out["test_ppl"] = math.exp(metrics["test_nll"] * test.shape[0] / out["test_tokens"])
+        if "test_nll" in metrics:  # a diverged model's NLL can be huge: its perplexity is then inf
+            per_token = metrics["test_nll"] * test.shape[0] / out["test_tokens"]
+            out["test_ppl"] = math.exp(per_token) if per_token < 700 else math.inf
         if metrics.get("train_seconds"):
             tokens = int(lengths(train).sum()) * metrics.get("epochs", 1)
             out["tokens_per_second"] = tokens / metrics["train_seconds"]
