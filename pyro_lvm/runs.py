@@ -27,6 +27,8 @@ from pyro_lvm.objectives.base import Objective
 from pyro_lvm.plotting import image_grid, reconstructions, training_curve
 from pyro_lvm.registry import MODELS
 from pyro_lvm.train import CHECKPOINT, HISTORY, TrainConfig, Trainer
+from pyro_lvm.validation import device as check_device
+from pyro_lvm.validation import non_negative_int, positive_float, positive_int
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -253,6 +255,7 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
 def load_run(run_dir, device: str = "cpu"):
     """The trained model and the config of a run folder."""
     run_dir = Path(run_dir)
+    check_device(device)
     config = read_config(run_dir)
     model = build_model(config)
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
@@ -297,6 +300,8 @@ def load_run_data(run_dir, data_dir=None, device: str = "cpu", model: bool = Tru
 def evenly_spaced(num: int, count: Optional[int]) -> torch.Tensor:
     """``count`` indices spread evenly over ``range(num)`` (all of them for ``None``, 0 or more
     than ``num``): test sets can be sorted by class."""
+    if count is not None:
+        count = non_negative_int("the number of points", count)
     if not count or count >= num:
         return torch.arange(num)
     return torch.linspace(0, num - 1, count).round().long()
@@ -313,6 +318,10 @@ def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str 
     ``gap_steps`` SVI steps of the per-point guides and ``num_particles`` for log p(x)).
     """
     run_dir = Path(run_dir)
+    num_particles = positive_int("--particles", num_particles)
+    if amortization_gap:  # the options of the gap, before the long evaluation
+        gap_steps, gap_lr = positive_int("--steps", gap_steps), positive_float("--gap-lr", gap_lr)
+        gap_points = None if gap_points is None else non_negative_int("--gap-points", gap_points)
     model, config, data = load_run_data(run_dir, data_dir, device)
     if amortization_gap:  # refused before any expensive work for a guide that has no Gaussian family
         from pyro_lvm.inference.local import LocalGaussianGuide
@@ -340,6 +349,7 @@ def gradients_run(run_dir, estimators=None, num_draws: int = 100, batch_size: in
     from pyro_lvm.evaluation.gradients import format_table, gradient_diagnostics
 
     run_dir = Path(run_dir)
+    batch_size, num_draws = positive_int("--batch-size", batch_size), positive_int("--draws", num_draws)
     model, config, data = load_run_data(run_dir, data_dir, device)
     x = data.test[evenly_spaced(data.test.shape[0], batch_size).to(data.test.device)]
     result = {"estimators": gradient_diagnostics(model, x, estimators, num_draws=num_draws, seed=seed),

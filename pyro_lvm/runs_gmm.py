@@ -76,50 +76,55 @@ def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full",
     model = GMM(input_dim=d, components=components, covariance=covariance, reg_covar=reg_covar).double()
     x = model.check_data(x)
     out = claim_output_folder(out, GMM_RUN_FILES, overwrite=overwrite, what="mixture fit")
-    em = fit_em(model, x, restarts=restarts, tol=tol, max_iter=max_iter, seed=seed)
-    metrics: Dict[str, Any] = {"components": components, "covariance": covariance, "method": method,
-                               "n_points": n, "columns": names, "em_iterations": em.iterations,
-                               "em_converged": em.converged, "em_restart_loglik": em.restart_logliks,
-                               "em_degenerate_restarts": em.degenerate_restarts}
-    with torch.no_grad():
-        mle_ll = model.log_likelihood(x).sum().item()
-    if method == "svi":
-        trainer = Trainer(model, EnumELBO(), x, config=TrainConfig(
-            epochs=svi_steps, batch_size=n, lr=lr, seed=seed, progress=progress), run_dir=None)
-        trainer.fit()
-        metrics["svi_steps"] = trainer.step
+    try:  # computed in memory: a fit that fails leaves no file of its own behind
+        em = fit_em(model, x, restarts=restarts, tol=tol, max_iter=max_iter, seed=seed)
+        metrics: Dict[str, Any] = {"components": components, "covariance": covariance, "method": method,
+                                   "n_points": n, "columns": names, "em_iterations": em.iterations,
+                                   "em_converged": em.converged, "em_restart_loglik": em.restart_logliks,
+                                   "em_degenerate_restarts": em.degenerate_restarts}
         with torch.no_grad():
             mle_ll = model.log_likelihood(x).sum().item()
-    metrics["train_loglik_per_point"] = mle_ll / n
-    metrics["bic"] = bic(mle_ll, n, components, d, covariance)
-    if method == "nuts":
-        from pyro_lvm.export.arviz import loo, save_netcdf
-        from pyro_lvm.inference.nuts import component_scale_tril, fit_nuts, rhat_max, to_arviz
+        if method == "svi":
+            trainer = Trainer(model, EnumELBO(), x, config=TrainConfig(
+                epochs=svi_steps, batch_size=n, lr=lr, seed=seed, progress=progress), run_dir=None)
+            trainer.fit()
+            metrics["svi_steps"] = trainer.step
+            with torch.no_grad():
+                mle_ll = model.log_likelihood(x).sum().item()
+        metrics["train_loglik_per_point"] = mle_ll / n
+        metrics["bic"] = bic(mle_ll, n, components, d, covariance)
+        if method == "nuts":
+            from pyro_lvm.export.arviz import loo, save_netcdf
+            from pyro_lvm.inference.nuts import component_scale_tril, fit_nuts, rhat_max, to_arviz
 
-        samples, loglik = fit_nuts(model, x, num_samples=num_samples, warmup=warmup,
-                                   num_chains=num_chains, seed=seed, progress=progress)
-        idata = to_arviz(model, samples, loglik, x)
-        save_netcdf(idata, out / "posterior.nc")
-        flat = loglik.reshape(-1, n)
-        lppd = (torch.logsumexp(flat, 0) - math.log(flat.shape[0])).sum().item()
-        metrics.update(train_loglik_per_point=lppd / n, mle_loglik_per_point=mle_ll / n,
-                       r_hat_max=rhat_max(samples), num_samples=num_samples, warmup=warmup,
-                       num_chains=num_chains)
-        try:
-            metrics["elpd_loo"] = float(loo(idata).elpd_loo)
-        except Exception as e:  # LOO is a diagnostic; report why it failed instead of crashing
-            metrics["elpd_loo_error"] = str(e)
-        with torch.no_grad():  # posterior means as the point estimate for the outputs below
-            post = {k: v.reshape(-1, *v.shape[2:]).mean(0) for k, v in samples.items()}
-            L = component_scale_tril(model, {k: v.unsqueeze(0) for k, v in post.items()})[0]
-            model.set_parameters(post["weights"] / post["weights"].sum(), post["locs"], L @ L.transpose(-1, -2))
-    _save_outputs(model, x, names, out, plot_columns, metrics, method)
-    config = {"model": "gmm", "model_config": model.config_dict(), "data_file": str(data_file),
-              "columns": names, "method": method, "seed": seed, "restarts": restarts, "tol": tol,
-              "max_iter": max_iter, "pyro_lvm_version": __version__}
-    write_json(out / "config.json", config)
-    write_json(out / "metrics.json", metrics)
-    return metrics
+            samples, loglik = fit_nuts(model, x, num_samples=num_samples, warmup=warmup,
+                                       num_chains=num_chains, seed=seed, progress=progress)
+            idata = to_arviz(model, samples, loglik, x)
+            save_netcdf(idata, out / "posterior.nc")
+            flat = loglik.reshape(-1, n)
+            lppd = (torch.logsumexp(flat, 0) - math.log(flat.shape[0])).sum().item()
+            metrics.update(train_loglik_per_point=lppd / n, mle_loglik_per_point=mle_ll / n,
+                           r_hat_max=rhat_max(samples), num_samples=num_samples, warmup=warmup,
+                           num_chains=num_chains)
+            try:
+                metrics["elpd_loo"] = float(loo(idata).elpd_loo)
+            except Exception as e:  # LOO is a diagnostic; report why it failed instead of crashing
+                metrics["elpd_loo_error"] = str(e)
+            with torch.no_grad():  # posterior means as the point estimate for the outputs below
+                post = {k: v.reshape(-1, *v.shape[2:]).mean(0) for k, v in samples.items()}
+                L = component_scale_tril(model, {k: v.unsqueeze(0) for k, v in post.items()})[0]
+                model.set_parameters(post["weights"] / post["weights"].sum(), post["locs"], L @ L.transpose(-1, -2))
+        _save_outputs(model, x, names, out, plot_columns, metrics, method)
+        config = {"model": "gmm", "model_config": model.config_dict(), "data_file": str(data_file),
+                  "columns": names, "method": method, "seed": seed, "restarts": restarts, "tol": tol,
+                  "max_iter": max_iter, "pyro_lvm_version": __version__}
+        write_json(out / "config.json", config)
+        write_json(out / "metrics.json", metrics)
+        return metrics
+    except BaseException:
+        for name in GMM_RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        raise
 
 
 def _save_outputs(model: GMM, x, names, out: Path, plot_columns, metrics, method) -> None:

@@ -19,7 +19,7 @@ from pyro_lvm.runs import VOCAB, load_run
 
 def load_text_run(run_dir, device: str = "cpu"):
     """``(model, vocab, config)`` of a run of a sentence model."""
-    model, config = load_run(run_dir, device)
+    model, config = load_run(run_dir, device)  # checks the device
     if not isinstance(model, SentenceModel):
         raise ValueError(f"{run_dir} holds a {config['model']} model; sentence generation needs "
                          "textvae or lstmlm (image models write samples.png into their run folder)")

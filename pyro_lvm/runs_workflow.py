@@ -20,6 +20,7 @@ from pyro_lvm.evaluation.marginal_likelihood import log_marginal_likelihood
 from pyro_lvm.evaluation.predictive import check_summary, extreme_p_values, posterior_predictive_check
 from pyro_lvm.registry import Registry
 from pyro_lvm.runs import evenly_spaced, load_run_data
+from pyro_lvm.validation import non_negative_int, positive_int
 
 PPC_JSON, PPC_FIGURE = "ppc.json", "ppc.png"
 
@@ -39,6 +40,7 @@ def predictive_check_run(run_dir, num_samples: int = 20, num_points: Optional[in
     from pyro_lvm.plotting import predictive_check
 
     run_dir = Path(run_dir)
+    num_samples = positive_int("--num-samples", num_samples)
     model, config, data = load_run_data(run_dir, data_dir, device)
     x, _ = _test_points(data, num_points)
     pyro.set_rng_seed(seed)
@@ -71,8 +73,9 @@ def export_run(run_dir, format: str = "arviz", num_samples: int = 10, num_points
     ``particles=None`` takes the run's own number of evaluation particles.
     """
     exporter = EXPORT_FORMATS.get(format)
-    if int(num_samples) != num_samples or num_samples < 1:
-        raise ValueError(f"--num-samples must be a positive integer, got {num_samples}")
+    num_samples = positive_int("--num-samples", num_samples)
+    if particles is not None:
+        particles = positive_int("--particles", particles)
     run_dir = Path(run_dir)
     model, config, data = load_run_data(run_dir, data_dir, device)
     particles = particles or config.get("eval_particles") or data.default_eval_particles
@@ -150,8 +153,9 @@ def compare_runs(run_dirs: Sequence, particles: int = 1000, data_dir=None, seed:
     """
     if len(run_dirs) < 2:
         raise ValueError("compare needs at least two runs")
-    if int(particles) != particles or particles < 1:
-        raise ValueError(f"--particles must be a positive integer, got {particles}")
+    particles = positive_int("--particles", particles)
+    if num_points is not None:
+        num_points = non_negative_int("--num-points", num_points)
     names = names or (lambda p: str(p))
     loaded, fingerprints = {}, {}
     for run_dir in run_dirs:  # every run and its test set first: a mismatch costs no sampling

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from pyro_lvm.base import LatentVariableModel, param_store_registration
 from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
 from pyro_lvm.files import write_text
+from pyro_lvm.validation import device as check_device
 from pyro_lvm.objectives.base import Objective
 
 CHECKPOINT = "checkpoint.pt"
@@ -65,14 +66,7 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError("clip_norm must be positive")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"unknown device {self.device!r}: expected cpu, cuda or cuda:N") from None
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device {self.device!r} is not supported: expected cpu, cuda or cuda:N")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+        check_device(self.device)
 
 
 class Trainer:

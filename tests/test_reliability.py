@@ -149,6 +149,20 @@ BAD_COMMANDS = [
     ("select range", ["select", "gmm", "--data-file", "{D}/table.csv", "--components", "3..1", "--out", "{N}"], 2,
      "positive integers"),
     ("unknown command", ["frobnicate"], 2, ""),
+    ("evaluate on a missing GPU", ["evaluate", "{R}", "--device", "cuda", "--particles", "2"], 2, "no CUDA device"),
+    ("evaluate on a device with a typo", ["evaluate", "{R}", "--device", "cuda:abc"], 2, "unknown device"),
+    ("sample on an unknown device", ["sample", "{T}", "--device", "tpu"], 2, "device"),
+    ("ppc negative points", ["ppc", "{R}", "--num-points", "-5"], 2, "at least 0"),
+    ("compare negative points", ["compare", "{R}", "{D}/bern", "--num-points", "-3", "--out", "{N}"], 2,
+     "at least 0"),
+    ("export zero particles", ["export", "{R}", "--particles", "0"], 2, "--particles must be a positive"),
+    ("gradients batch 0", ["gradients", "{D}/bern", "--batch-size", "0", "--draws", "2"], 2, "--batch-size"),
+    ("gap learning rate 0", ["evaluate", "{R}", "--amortization-gap", "--gap-lr", "0"], 2, "--gap-lr"),
+    ("gap points negative", ["evaluate", "{R}", "--amortization-gap", "--gap-points", "-1"], 2, "--gap-points"),
+    ("gap steps 0", ["evaluate", "{R}", "--amortization-gap", "--steps", "0"], 2, "--steps"),
+    ("resume a mixture fit", ["train", "vae", "--resume", "--out", "{D}/gmm"], 2, "its own fitting method"),
+    ("evaluate a mixture fit", ["evaluate", "{D}/gmm"], 2, "named data set"),
+    ("broken vocabulary", ["sample", "{D}/text_broken_vocab"], 2, "not a vocabulary file"),
 ]
 
 
@@ -160,6 +174,13 @@ def bad_files(runs):
     (runs / "underscore.csv").write_text("a,b\n1_000,2\n3,4\n5,6\n")
     (runs / "words.csv").write_text("a,b\n1,x\n2,y\n")
     (runs / "three_points.csv").write_text("a,b\n" + "0,0\n" * 5 + "1,1\n" * 5 + "2,0\n" * 5)
+    (runs / "bom.csv").write_bytes("\ufeffa,b\n1,2\n3,5\n4,1\n7,7\n2,9\n".encode("utf-8"))
+    if not (runs / "gmm").exists():
+        assert main(["train", "gmm", "--data-file", str(runs / "table.csv"), "--components", "2", "--restarts", "1",
+                     "--out", str(runs / "gmm")]) == 0
+    if not (runs / "text_broken_vocab").exists():
+        shutil.copytree(runs / "text", runs / "text_broken_vocab")
+        (runs / "text_broken_vocab" / "vocab.json").write_text('{"wörds": 1')
     if not (runs / "bern").exists():
         assert main(["train", "bernvae", "--estimator", "st", "--epochs", "1", "--no-progress", "--no-figures",
                      "--eval-particles", "2", "--latent-dim", "4", "--hidden", "8", "--out", str(runs / "bern")]) == 0
@@ -472,3 +493,50 @@ def test_checkpoint_errors_are_value_errors_with_the_path(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint(path)
+
+
+def test_resume_after_kill_9_is_bit_identical(tmp_path):
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "pyro_lvm", "train", "vae", "--epochs", "4", "--latent-dim", "4", "--hidden", "64",
+            "--no-progress", "--no-figures", "--eval-particles", "2", "--seed", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run(argv + ["--out", str(tmp_path / "straight")], env=env, capture_output=True)
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(argv + ["--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = run / "history.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (history.is_file() and history.read_text().strip()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # after the first checkpoint, in the middle of the next epoch
+    proc.wait()
+    epochs_done = load_checkpoint(run / "checkpoint.pt")["epoch"]
+    assert 1 <= epochs_done < 4, "the kill came too late to test anything"
+    resumed = subprocess.run(argv[:5] + ["--resume", "--no-progress", "--no-figures", "--out", str(run)], env=env,
+                             capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(run / "checkpoint.pt")
+    assert a["step"] == b["step"] == 200
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert not [p for p in run.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_csv_with_a_byte_order_mark_and_a_single_component(bad_files, tmp_path, capsys):
+    code, out, err = _run(["train", "gmm", "--data-file", str(bad_files / "bom.csv"), "--components", "1",
+                           "--columns", "a,b", "--out", str(tmp_path / "g")], capsys)
+    assert code == 0, err
+    assert json.loads(out)["columns"] == ["a", "b"]
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    import pyro_lvm.files as files
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", denied)  # as a read-only folder answers (root ignores modes)
+    code, _, err = _run(["train", "vae", *TINY, "--out", str(tmp_path / "ro")], capsys)
+    assert code == 2 and "cannot write into" in err and "Permission denied" in err

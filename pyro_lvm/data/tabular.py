@@ -29,7 +29,7 @@ def read_csv_table(path, columns: Optional[Sequence[str]] = None) -> Tuple[np.nd
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is no header
             reader = csv.reader(f)
             try:
                 header = [h.strip() for h in next(reader)]

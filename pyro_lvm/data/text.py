@@ -108,7 +108,11 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path) -> "Vocabulary":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.from_dict(d)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is not a vocabulary file ({type(e).__name__}: {e})") from None
 
 
 def parse_sentences(text: str) -> List[List[str]]:
@@ -126,7 +130,7 @@ def read_sentences(path) -> List[List[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"no text file at {path}")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); convert it, e.g. "
                          f"iconv -t UTF-8") from None

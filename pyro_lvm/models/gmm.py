@@ -200,6 +200,8 @@ class GMM(LatentVariableModel):
     @torch.no_grad()
     def map_assignments(self, x: torch.Tensor) -> torch.Tensor:
         """MAP assignment of each point, by ``infer_discrete`` on the enumerated model."""
+        if self.config.components == 1:  # nothing to enumerate
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         decoder = infer_discrete(self.model, first_available_dim=-2, temperature=0)
         trace = pyro.poutine.trace(decoder).get_trace(x)
         return trace.nodes["z"]["value"]
