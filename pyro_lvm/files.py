@@ -22,23 +22,30 @@ PathLike = Union[str, os.PathLike]
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """A new, empty, uniquely named file in the target's folder; renamed to ``path`` on success.
-
-    For writers that need a file name rather than a file object (netCDF).
-    """
-    path = Path(path)
+def _temporary_beside(path: Path) -> Iterator[tuple]:
+    """``(fd, name)`` of a new file created exclusively next to ``path``; renamed over ``path``
+    when the block succeeds, removed when it fails."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
-    os.close(fd)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A new, empty, uniquely named file in the target's folder; renamed to ``path`` on success.
+
+    For writers that need a file name rather than a file object (netCDF).
+    """
+    with _temporary_beside(Path(path)) as (fd, tmp):
+        os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -54,18 +61,11 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str = "utf-8") -> I
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
-    try:
+    with _temporary_beside(Path(path)) as (fd, tmp):
         with os.fdopen(fd, mode, **({"encoding": encoding} if mode == "w" else {})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_text(path: PathLike, text: str) -> None:
