@@ -212,8 +212,15 @@ class LatentVariableModel(PyroModule):
 
     @property
     def data_support(self) -> str:
-        """What observed values must be: ``"binary"``, ``"unit_interval"`` or ``"real"``."""
+        """What observed values must be: ``"binary"``, ``"eight_bit"`` (:math:`k/255`),
+        ``"unit_interval"`` or ``"real"``."""
         return "real"
+
+    @property
+    def bits_per_dim(self) -> bool:
+        """Whether the likelihood is a probability mass over 8-bit values, so that the NLL
+        divided by :math:`D \\ln 2` is bits per dimension (``test_bpd`` in the metrics)."""
+        return self.data_support == "eight_bit"
 
     @property
     def input_dim(self) -> int:
@@ -254,10 +261,15 @@ class LatentVariableModel(PyroModule):
             raise ValueError(
                 f"{name} must be binary (0/1) for a Bernoulli likelihood; got values in "
                 f"[{x.min().item():.3g}, {x.max().item():.3g}]. Binarize the data "
-                "(e.g. dataset 'dynamic_mnist') or use likelihood='gaussian'."
+                "(e.g. dataset 'dynamic_mnist'), or use likelihood='discretized_logistic' (8-bit images) or 'gaussian'."
             )
-        if support == "unit_interval" and ((x < 0) | (x > 1)).any():
-            raise ValueError(f"{name} must lie in [0, 1]")
+        if support in ("unit_interval", "eight_bit") and ((x < 0) | (x > 1)).any():
+            raise ValueError(f"{name} must lie in [0, 1]; got values in [{x.min().item():.3g}, "
+                             f"{x.max().item():.3g}]")
+        if support == "eight_bit" and ((x * 255 - (x * 255).round()).abs() > 1e-3).any():
+            raise ValueError(f"{name} must hold 8-bit values k/255 for a discretized likelihood (e.g. "
+                             "data set 'fashion_mnist' or your own uint8 images); got other values in [0, 1]. "
+                             "Use likelihood='gaussian' for continuous data.")
         return x
 
     def sample_prior(self, num: int) -> torch.Tensor:

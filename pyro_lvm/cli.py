@@ -26,7 +26,7 @@ from pyro_lvm.registry import MODELS
 from pyro_lvm.train import TrainConfig, TrainingDivergedError
 
 #: config fields that come from the data, not from the command line
-_FROM_DATA = {"input_dim"}
+_FROM_DATA = {"input_dim", "image_shape"}
 
 
 def _flag(name: str) -> str:
@@ -189,7 +189,22 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     d.add_argument("--data-dir", default=None, help="data directory (default: $PYRO_LVM_DATA, "
                    "else a cache folder; missing files are downloaded)")
     d.add_argument("--data-file", default=None,
-                   help="text: your own file, one sentence per line (sets --dataset text)")
+                   help="your own data, chosen by extension: X.npy or X.npz images or vectors (sets --dataset "
+                   "arrays), else a text file of one sentence per line (sets --dataset text)")
+    d.add_argument("--image-folder", default=None,
+                   help="your own PNG/JPEG images, optionally one subfolder per class (sets --dataset image_folder)")
+    d.add_argument("--image-size", default=None, help="images: bring every image to N or HxW pixels (see --fit)")
+    d.add_argument("--fit", default=None, choices=("resize", "crop"),
+                   help="images: scale to --image-size, or centre-crop to its aspect ratio first (default: resize)")
+    d.add_argument("--color", default=None, choices=("auto", "grayscale", "rgb"),
+                   help="images: channels (default: auto, RGB when any image has colour)")
+    d.add_argument("--split-seed", type=int, default=None,
+                   help="arrays, images: seed of the rule that cuts validation and test sets (10%% each) from "
+                   "data given as one set (default: 0)")
+    d.add_argument("--stream", default=None, action=argparse.BooleanOptionalAction,
+                   help="X.npy: read the training set from disk in minibatches (default: when over 1 GiB)")
+    d.add_argument("--workers", type=int, default=0,
+                   help="DataLoader processes reading a streamed training set (default: 0)")
     d.add_argument("--valid-file", default=None, help="text: validation sentences (with --test-file)")
     d.add_argument("--test-file", default=None, help="text: test sentences (else --data-file is split)")
     d.add_argument("--max-vocab", type=int, default=None, help="text: vocabulary size cap, specials included")
@@ -300,9 +315,20 @@ def _gradients(args) -> Dict[str, Any]:
 
 
 def _sample(args) -> Dict[str, Any]:
-    from pyro_lvm.runs_text import sample_run
+    from pyro_lvm.runs import VOCAB
 
-    return sample_run(args.run, num=args.num, greedy=not args.sample_words, seed=args.seed, device=args.device)
+    if (Path(args.run) / VOCAB).is_file():  # a sentence model: words printed
+        from pyro_lvm.runs_text import sample_run
+
+        if args.draw_pixels:
+            raise ValueError("--draw-pixels is for images; for sentences use --sample-words")
+        return sample_run(args.run, num=args.num, greedy=not args.sample_words, seed=args.seed, device=args.device)
+    from pyro_lvm.runs_images import sample_images_run  # an image model: a PNG grid in the run
+
+    if args.sample_words:
+        raise ValueError("--sample-words is for sentence models; for images use --draw-pixels")
+    return sample_images_run(args.run, num=args.num, seed=args.seed, device=args.device, draws=args.draw_pixels,
+                             ncol=args.columns)
 
 
 def _interpolate(args) -> Dict[str, Any]:
@@ -384,11 +410,15 @@ def _add_workflow_parsers(sub) -> None:
 
 
 def _add_text_parsers(sub) -> None:
-    sa = sub.add_parser("sample", help="sentences from a trained textvae or lstmlm")
+    sa = sub.add_parser("sample", help="samples of a trained model: sentences printed (textvae, lstmlm), "
+                        "or for an image model a PNG grid written to RUN/sample_grid.png")
     sa.add_argument("run", metavar="RUN")
     sa.add_argument("--num", type=int, default=10)
     sa.add_argument("--sample-words", action="store_true",
-                    help="draw each word (default for textvae: greedy decoding of z from the prior)")
+                    help="text: draw each word (default for textvae: greedy decoding of z from the prior)")
+    sa.add_argument("--draw-pixels", action="store_true",
+                    help="images: draw every pixel from p(x|z) (default: its mean)")
+    sa.add_argument("--columns", type=int, default=8, help="images: columns of the grid")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--device", default="cpu")
     sa.set_defaults(handler=_sample)
@@ -448,6 +478,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: command-line options that go to the data set's loader
+_DATA_OPTIONS = ("data_file", "valid_file", "test_file", "max_vocab", "max_length", "image_folder", "image_size",
+                 "fit", "color", "split_seed", "stream")
+#: ``--data-file`` endings read as arrays (any other is text)
+_ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+def _own_data_set(args) -> Optional[str]:
+    """The data set that ``--data-file`` or ``--image-folder`` names, or ``None``."""
+    if args.data_file is not None and args.image_folder is not None:
+        raise ValueError("give --data-file or --image-folder, not both")
+    if args.image_folder is not None:
+        return "image_folder"
+    if args.data_file is not None:
+        return "arrays" if Path(args.data_file).suffix.lower() in _ARRAY_SUFFIXES else "text"
+    return None
+
+
 def _train(args) -> Dict[str, Any]:
     from pyro_lvm.runs import train_run
 
@@ -460,16 +508,23 @@ def _train(args) -> Dict[str, Any]:
         objective_options["pretrain_steps"] = args.pretrain_steps
         if "reset_decoder_at" in args.model_fields:
             model_options.setdefault("reset_decoder_at", args.pretrain_steps)
-    data_options = {k: getattr(args, k) for k in ("data_file", "valid_file", "test_file", "max_vocab",
-                                                   "max_length") if getattr(args, k) is not None}
-    if args.data_file is not None:
-        if args.dataset not in (None, "text"):
-            raise ValueError(f"--data-file is your own text (data set 'text'), not --dataset {args.dataset}")
-        args.dataset = "text"
+    data_options = {k: getattr(args, k) for k in _DATA_OPTIONS if getattr(args, k) is not None}
+    own = _own_data_set(args)
+    if own is not None:
+        if args.dataset not in (None, own):
+            raise ValueError(f"--data-file and --image-folder give your own data (data set {own!r}), "
+                             f"not --dataset {args.dataset}")
+        args.dataset = own
     elif args.valid_file is not None or args.test_file is not None:
         raise ValueError("--valid-file and --test-file go with --data-file")
+    accepted = set(inspect.signature(DATASETS.get(args.dataset or "binarized_mnist_small")).parameters)
+    unused = sorted(k for k in data_options if k not in accepted)
+    if unused:
+        raise ValueError(f"{', '.join(_flag(k) for k in unused)} do not apply to data set "
+                         f"{args.dataset or 'binarized_mnist_small'!r}")
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        device=args.device, progress=not args.no_progress, clip_norm=args.clip_norm)
+                        device=args.device, progress=not args.no_progress, clip_norm=args.clip_norm,
+                        workers=args.workers)
     return train_run(args.model, args.out, dataset=args.dataset, data_dir=args.data_dir,
                      model_options=model_options, objective=args.objective,
                      objective_options={k: v for k, v in objective_options.items() if v is not None},

@@ -12,24 +12,33 @@ from matplotlib.figure import Figure
 from pyro_lvm.files import save_figure
 
 
+def _as_images(images: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+    """Rows to ``(n, H, W)`` (one channel) or ``(n, H, W, C)`` (channels last, for ``imshow``)."""
+    shape = tuple(image_shape)
+    images = np.asarray(images, dtype=float).reshape((-1,) + shape)
+    if len(shape) == 3:  # (C, H, W), rows channel-first
+        images = images[:, 0] if shape[0] == 1 else np.moveaxis(images, 1, -1)
+    return images
+
+
 def _grid(images: np.ndarray, ncol: int) -> np.ndarray:
-    n, h, w = images.shape
+    n, h, w = images.shape[:3]
     nrow = math.ceil(n / ncol)
-    canvas = np.ones((nrow * (h + 1) + 1, ncol * (w + 1) + 1))
+    canvas = np.ones((nrow * (h + 1) + 1, ncol * (w + 1) + 1) + images.shape[3:])
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = img
     return canvas
 
 
-def image_grid(images: np.ndarray, image_shape: Tuple[int, int], path, title: str = "",
+def image_grid(images: np.ndarray, image_shape: Sequence[int], path, title: str = "",
                ncol: int = 8) -> Path:
-    """Save rows of ``images`` (values in [0, 1]) as one grid image."""
-    images = np.asarray(images, dtype=float).reshape(-1, *image_shape)
-    canvas = _grid(np.clip(images, 0, 1), ncol)
+    """Save rows of ``images`` (values in [0, 1]) as one grid image; ``image_shape`` is
+    ``(H, W)`` or ``(C, H, W)`` (rows channel-first, 1 or 3 channels)."""
+    canvas = _grid(np.clip(_as_images(images, image_shape), 0, 1), ncol)
     fig = Figure(figsize=(ncol * 0.8, canvas.shape[0] / canvas.shape[1] * ncol * 0.8 + 0.4))
     ax = fig.add_subplot()
-    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title)
@@ -37,17 +46,81 @@ def image_grid(images: np.ndarray, image_shape: Tuple[int, int], path, title: st
     return save_figure(fig, path)
 
 
-def reconstructions(inputs: np.ndarray, recon: np.ndarray, image_shape: Tuple[int, int], path,
+def reconstructions(inputs: np.ndarray, recon: np.ndarray, image_shape: Sequence[int], path,
                     title: str = "inputs (odd rows) and reconstructions (even rows)",
                     ncol: int = 8) -> Path:
     """Inputs and their reconstructions, in alternating rows."""
-    inputs = np.asarray(inputs).reshape(-1, *image_shape)
-    recon = np.asarray(recon).reshape(-1, *image_shape)
+    dim = int(np.prod(image_shape))
+    inputs = np.asarray(inputs).reshape(-1, dim)
+    recon = np.asarray(recon).reshape(-1, dim)
+    ncol = max(1, min(ncol, len(inputs), len(recon)))  # a small test set fills one row
     n = (min(len(inputs), len(recon)) // ncol) * ncol
     rows = []
     for r in range(0, n, ncol):
         rows += [inputs[r:r + ncol], recon[r:r + ncol]]
     return image_grid(np.concatenate(rows), image_shape, path, title, ncol)
+
+
+def latent_scatter(codes: np.ndarray, labels: Optional[np.ndarray], path, class_names: Optional[Sequence[str]] = None,
+                   title: str = "test encodings") -> Path:
+    """Latent codes in 2-D coloured by label: the codes themselves when they have two
+    dimensions, else their first two principal components (the share of variance
+    each explains is in the axis label)."""
+    from matplotlib import colormaps
+
+    codes = np.asarray(codes, dtype=float).reshape(len(codes), -1)
+    if codes.shape[1] == 1:
+        codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
+    if codes.shape[1] == 2:
+        xy, names = codes, ["z1", "z2"]
+    else:
+        centred = codes - codes.mean(0)
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        share = sv ** 2 / max((sv ** 2).sum(), 1e-12)
+        xy = centred @ vt[:2].T
+        names = [f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2)]
+    fig = Figure(figsize=(6.5, 5.5))
+    ax = fig.add_subplot()
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.5, linewidths=0)
+    else:
+        labels = np.asarray(labels)
+        cmap = colormaps["tab10"] if labels.max() < 10 else colormaps["tab20"]
+        for k in np.unique(labels):
+            keep = labels == k
+            name = class_names[int(k)] if class_names is not None and int(k) < len(class_names) else str(int(k))
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=4, alpha=0.6, linewidths=0, color=cmap(int(k) % cmap.N),
+                       label=name)
+        ax.legend(markerscale=3, fontsize=8, loc="best", framealpha=0.8)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def latent_traversal(images: np.ndarray, image_shape: Sequence[int], values: Sequence[float],
+                     dims: Sequence[int], path, title: str = "") -> Path:
+    """A row per latent dimension in ``dims``, a column per value in ``values`` (the
+    other dimensions fixed): ``images`` holds the rows one after the other."""
+    pics = _as_images(images, image_shape)
+    ncol = len(values)
+    canvas = _grid(np.clip(pics, 0, 1), ncol)
+    fig = Figure(figsize=(ncol * 0.7 + 1.0, canvas.shape[0] / canvas.shape[1] * ncol * 0.7 + 0.6))
+    ax = fig.add_subplot()
+    ax.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    h, w = pics.shape[1:3]
+    ax.set_yticks([1 + r * (h + 1) + h / 2 for r in range(len(dims))], [f"z{d + 1}" for d in dims])
+    ax.set_xticks([1 + c * (w + 1) + w / 2 for c in range(ncol)], [f"{v:+.1f}" for v in values], fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_xlabel("value of the varied dimension, in prior standard deviations from the prior mean", fontsize=8)
+    ax.set_title(title or "latent traversals: one dimension varied, the others at the code of one test image",
+                 fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def training_curve(history: List[Dict[str, Any]], path, ylabel: str = "loss per data point",
@@ -186,9 +259,10 @@ def predictive_check(check: Dict[str, Any], path, image_shape: Optional[Tuple[in
         if name in images:
             col += 1
             ax = fig.add_subplot(1, ncol, col)
-            pair = np.concatenate([observed.reshape(image_shape), np.ones((image_shape[0], 1)),
-                                   replicated.mean(0).reshape(image_shape)], axis=1)
-            ax.imshow(pair, cmap="gray", vmin=0, vmax=max(1.0, pair.max()), interpolation="nearest")
+            left, right = _as_images(observed, image_shape)[0], _as_images(replicated.mean(0), image_shape)[0]
+            pair = np.concatenate([left, np.ones((left.shape[0], 1) + left.shape[2:]), right], axis=1)
+            ax.imshow(np.clip(pair, 0, 1) if pair.ndim == 3 else pair, cmap="gray" if pair.ndim == 2 else None,
+                      vmin=0, vmax=max(1.0, pair.max()), interpolation="nearest")
             ax.set_title("pixel marginals: data (left), replicates (right)", fontsize=10)
             ax.set_axis_off()
     fig.suptitle(f"{title}: {check['num_points']} points, {check['num_samples']} draws each")

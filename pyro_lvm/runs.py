@@ -22,9 +22,10 @@ from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.data import DataSplits, load_dataset
 from pyro_lvm.evaluation import evaluate
 from pyro_lvm.files import claim_output_folder, write_json, write_text
+from pyro_lvm.nn import image_chw
 from pyro_lvm.objectives import OBJECTIVES, make_schedule
 from pyro_lvm.objectives.base import Objective
-from pyro_lvm.plotting import image_grid, reconstructions, training_curve
+from pyro_lvm.plotting import image_grid, latent_scatter, latent_traversal, reconstructions, training_curve
 from pyro_lvm.registry import MODELS
 from pyro_lvm.train import CHECKPOINT, HISTORY, TrainConfig, Trainer
 from pyro_lvm.validation import device as check_device
@@ -90,14 +91,45 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
         figures["reconstructions"] = str(reconstructions(x.cpu().numpy(), recon, data.image_shape,
                                                          out / "reconstructions.png"))
         with torch.no_grad():
+            figures.update(latent_figures(model, data, out))
             figures.update(model.extra_figures(data, out))
+    return figures
+
+
+def latent_figures(model, data: DataSplits, out: Path, num_points: int = 2000, max_dims: int = 8,
+                   span: float = 3.0, steps: int = 9) -> Dict[str, str]:
+    """The test encodings in 2-D coloured by label (``latents.png``, :func:`~pyro_lvm.plotting.latent_scatter`:
+    the posterior means of ``num_points`` evenly spaced test points, principal components when
+    the latent has more than two dimensions), and, for a Gaussian prior, latent traversals
+    (``traversals.png``): from the code of the first test point, each of the ``max_dims`` most
+    active dimensions (largest variance of the posterior mean over the points) in turn set to
+    ``steps`` values from ``-span`` to ``+span`` prior standard deviations around the prior mean."""
+    idx = evenly_spaced(data.test.shape[0], num_points)
+    x = data.test[idx.to(data.test.device)]
+    codes = model.encode(x).mean.reshape(x.shape[0], -1)
+    labels = data.labels.get("test")
+    figures = {"latents": str(latent_scatter(codes.cpu().numpy(), None if labels is None else labels[idx].numpy(),
+                                             out / "latents.png", data.class_names,
+                                             title=f"posterior means of {x.shape[0]} test points"))}
+    prior = model.prior(1)
+    base = getattr(prior, "base_dist", prior)
+    if isinstance(base, torch.distributions.Normal) and codes.shape[1] == base.loc.shape[-1]:
+        loc, scale = base.loc.reshape(-1), base.scale.reshape(-1)
+        dims = codes.var(0).argsort(descending=True)[:max_dims].tolist()
+        values = torch.linspace(-span, span, steps, device=codes.device)
+        z = codes[:1].repeat(len(dims) * steps, 1)
+        for row, d in enumerate(dims):
+            z[row * steps:(row + 1) * steps, d] = loc[d] + values * scale[d]
+        images = model.decode(z).mean.cpu().numpy()
+        figures["traversals"] = str(latent_traversal(images, data.image_shape, values.tolist(), dims,
+                                                     out / "traversals.png"))
     return figures
 
 
 #: the files a run folder may hold (``--overwrite`` removes these and nothing else)
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, EVAL, VOCAB, "gradients.json", "gradients.md", "ppc.json",
              "inference_data.nc", "samples.png", "reconstructions.png", "training_curve.png", "category_grid.png",
-             "ppc.png")
+             "ppc.png", "latents.png", "traversals.png", "sample_grid.png")
 #: settings that ``--resume`` may change; they are applied and recorded in the history
 RESUMABLE = ("epochs", "lr", "clip_norm", "eval_particles")
 
@@ -130,7 +162,8 @@ def _model_for_data(model_name: str, dataset: str, data: DataSplits):
 
 
 def _absolute_paths(options: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: str(Path(v).resolve()) if k.endswith("_file") and v is not None else v for k, v in options.items()}
+    return {k: str(Path(v).resolve()) if (k.endswith("_file") or k.endswith("_folder")) and v is not None else v
+            for k, v in options.items()}
 
 
 def _resume_settings(saved: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
@@ -196,7 +229,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         model_options, objective = dict(saved["model_config"]), saved["objective"]
         objective_options = dict(saved["objective_options"])
         train_options = {**saved["train"], **{k: v for k, (_, v) in changes.items() if k != "eval_particles"}}
-        train = TrainConfig(**{**train_options, "progress": train.progress, "device": train.device})
+        train = TrainConfig(**{**train_options, "progress": train.progress, "device": train.device,
+                               "workers": train.workers})
         eval_particles = changes.get("eval_particles", [None, saved.get("eval_particles")])[1]
         model, config, data = load_run_data(out, data_dir, model=False)
         config["train"] = asdict(train)
@@ -215,8 +249,13 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
                      "seed": 0}
         train = replace(train, **{k: v for k, v in suggested.items() if getattr(train, k) is None})
         eval_particles = eval_particles or data.default_eval_particles
-        _model_for_data(model_name, dataset, data)
-        for key, value in data.model_options.items():
+        model_cls = _model_for_data(model_name, dataset, data)
+        shape_options = {}
+        if data.image_shape is not None and "image_shape" in {f.name for f in dataclasses.fields(model_cls.Config)}:
+            shape_options["image_shape"] = image_chw(data.image_shape)  # for convolutional networks
+        for key, value in {**data.model_options, **shape_options}.items():
+            if isinstance(model_options.get(key), list):
+                model_options[key] = tuple(model_options[key])
             model_options.setdefault(key, value)
             if model_options[key] != value:
                 raise ValueError(f"{key} {model_options[key]} does not match the data ({value})")
@@ -233,7 +272,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         config = {"model": model_name, "model_config": model.config_dict(), "dataset": dataset,
                   "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "objective": objective,
                   "objective_options": objective_options, "train": asdict(train), "data_options": data_options,
-                  "data_files": data.files, "eval_particles": eval_particles, "pyro_lvm_version": __version__}
+                  "data_files": data.files, "eval_particles": eval_particles, "pyro_lvm_version": __version__,
+                  "image_shape": None if data.image_shape is None else list(data.image_shape)}
         if data.vocab is not None:
             data.vocab.save(out / VOCAB)  # the vocabulary travels with the model
     write_json(out / CONFIG, config)
@@ -242,7 +282,7 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
     metrics.update(train_steps=trainer.step, train_seconds=trainer.train_seconds,
                    steps_per_second=trainer.step / max(trainer.train_seconds, 1e-9),
                    epochs=trainer.epoch, dataset=dataset, model=model_name, objective=objective)
-    metrics.update(model.extra_metrics(data.train, data.test, metrics))
+    metrics.update(model.extra_metrics(data.train_rows().to(data.test.device), data.test, metrics))
     epochs_done = [r for r in history if "train_loss" in r]
     if epochs_done and epochs_done[-1].get("valid_loss") is not None:
         metrics["valid_loss"] = epochs_done[-1]["valid_loss"]
@@ -286,7 +326,7 @@ def load_run_data(run_dir, data_dir=None, device: str = "cpu", model: bool = Tru
     elif config["dataset"] in ("ptb", "text"):
         raise FileNotFoundError(f"{run_dir} has no {VOCAB}: a text run reads its data with its own vocabulary")
     for path, digest in config.get("data_files", {}).items():
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise FileNotFoundError(f"{path}, a data file of the run {run_dir}, is missing")
     data = load_dataset(config["dataset"], data_dir, **options).to(device)
     for path, digest in config.get("data_files", {}).items():
@@ -330,7 +370,7 @@ def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str 
     pyro.set_rng_seed(seed)
     result = evaluate(model, data.test, num_particles=num_particles, progress=progress,
                       proposal=proposal)
-    result.update(model.extra_metrics(data.train, data.test, result))
+    result.update(model.extra_metrics(data.train_rows().to(data.test.device), data.test, result))
     result.update(dataset=config["dataset"], model=config["model"], seed=seed)
     if amortization_gap:
         from pyro_lvm.evaluation.amortization import amortization_gap as gaps

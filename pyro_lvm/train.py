@@ -11,11 +11,12 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pyro
 import torch
 from pyro.infer import ELBO as PyroELBO
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pyro_lvm.base import LatentVariableModel, param_store_registration
@@ -27,6 +28,11 @@ from pyro_lvm.objectives.base import Objective
 CHECKPOINT = "checkpoint.pt"
 LOG_EVERY = 10
 HISTORY = "history.jsonl"
+
+
+def _already_a_batch(batch):
+    """A DataLoader's collate function for data sets whose batched read returns one tensor."""
+    return batch
 
 
 class TrainingDivergedError(RuntimeError):
@@ -47,6 +53,9 @@ class TrainConfig:
     :param str device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
     :param bool progress: show a progress bar.
     :param clip_norm: clip the gradient norm to this value, or ``None``.
+    :param int workers: DataLoader worker processes that read minibatches of a
+        training set streamed from disk (:class:`~pyro_lvm.data.images.StreamedRows`);
+        0 reads them in the training process. Data in memory need none.
     """
 
     epochs: Optional[int] = 10
@@ -56,6 +65,7 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
     clip_norm: Optional[float] = None
+    workers: int = 0
 
     def __post_init__(self):
         if self.epochs is not None and self.epochs < 0:
@@ -66,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError("clip_norm must be positive")
+        if int(self.workers) != self.workers or self.workers < 0:
+            raise ValueError(f"workers must be a non-negative integer, got {self.workers}")
         check_device(self.device)
 
 
@@ -123,7 +135,11 @@ class Trainer:
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.objective = objective
-        self.train_data = model.check_data(train, "training data").to(self.device)
+        if isinstance(train, torch.Tensor):  # in memory: moved to the device once
+            self.train_data = model.check_data(train, "training data").to(self.device)
+        else:  # streamed from disk (rows read on demand, e.g. StreamedRows): checked on its first rows
+            model.check_data(train[:min(len(train), 1024)], "training data")
+            self.train_data = train
         self.valid_data = None if valid is None else model.check_data(valid, "validation data").to(self.device)
         self._check_objective()
         self.train_transform = train_transform
@@ -150,7 +166,7 @@ class Trainer:
         self.model.train()
         try:  # a scratch param store: e.g. TraceGraph_ELBO keeps baseline averages there
             with pyro.validation_enabled(False), pyro.get_param_store().scope():
-                x, n = self.train_data[:self.config.batch_size], self.train_data.shape[0]
+                x, n = self.train_data[:self.config.batch_size].to(self.device), self.train_data.shape[0]
                 if isinstance(self.objective, Objective):
                     with param_store_registration(False):  # with gradients: all rules apply
                         self.objective.terms(self.model.model, self.model.guide, x, data_size=n, step=0)
@@ -266,6 +282,21 @@ class Trainer:
                 raise TrainingDivergedError(f"parameter {name!r} is not finite after epoch {self.epoch + 1}; "
                                             f"this epoch was not saved. {self._what_is_kept()}")
 
+    def _batches(self, order: List[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The minibatches of one epoch, on the device: indexed on the device for data in memory,
+        read by a DataLoader (``config.workers`` processes; pinned memory on CUDA) for data
+        streamed from disk. Both give the same rows in the same order."""
+        if isinstance(self.train_data, torch.Tensor):
+            for idx in order:
+                yield self.train_data[idx.to(self.device)]
+            return
+        loader = DataLoader(self.train_data, batch_sampler=[idx.tolist() for idx in order],
+                            collate_fn=_already_a_batch, num_workers=self.config.workers,
+                            pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(self.epoch))  # not the global stream
+        for batch in loader:
+            yield batch.to(self.device, non_blocking=True)
+
     # -------------------------------------------------------------------- fit
     def fit(self, resume: bool = False, note: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
         """Train for ``config.epochs`` epochs in all; returns the history (one record per
@@ -303,11 +334,10 @@ class Trainer:
                 order = self.batch_order(n, cfg.batch_size, self.shuffle_generator)
             running, count = 0.0, 0
             window, window_count = 0.0, 0
-            bar = tqdm(order, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            bar = tqdm(self._batches(order), total=len(order), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not cfg.progress, leave=False, mininterval=0.5)
             with pyro.validation_enabled(False):
-                for i, idx in enumerate(bar):
-                    x = self.train_data[idx.to(self.device)]
+                for i, x in enumerate(bar):
                     if self.train_transform is not None:
                         x = self.train_transform(x, self.transform_generator)
                     loss = self.train_step(x)

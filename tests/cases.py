@@ -28,6 +28,11 @@ def _tokens(n, vocab=9, seed=0):
     return x
 
 
+def _eight_bit(n, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, d), generator=g).float() / 255
+
+
 def _real(n, d, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g)
@@ -38,7 +43,14 @@ MODEL_CASES = {
     "vae-bernoulli": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16,)), lambda n: _binary(n, 12)),
     "vae-gaussian": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16, 8), likelihood="gaussian",
                                  activation="relu"), lambda n: _real(n, 12)),
+    "vae-conv-dlogistic": (lambda: VAE(input_dim=60, latent_dim=3, network="conv", channels=(3, 4),
+                                       image_shape=(2, 6, 5), likelihood="discretized_logistic"),
+                           lambda n: _eight_bit(n, 60)),
     "ppca": (lambda: PPCA(input_dim=4, latent_dim=2), lambda n: _real(n, 4)),
+    "bernvae-conv-st": (lambda: BernVAE(input_dim=49, latent_dim=4, network="conv", channels=(3,),
+                                        image_shape=(1, 7, 7), estimator="st"), lambda n: _binary(n, 49)),
+    "vqvae-conv": (lambda: VQVAE(input_dim=64, network="conv", channels=(4, 4), image_shape=(1, 8, 8), code_dim=2,
+                                 codebook_size=8, residual_blocks=1), lambda n: _unit(n, 64)),
     **{f"bernvae-{e}": (lambda e=e: BernVAE(input_dim=12, latent_dim=4, hidden=(16,), estimator=e),
                         lambda n: _binary(n, 12))
        for e in ("reinforce", "vimco", "st", "gumbel", "st-gumbel")},
@@ -66,12 +78,12 @@ MODEL_CASES = {
 }
 
 #: registry name -> the cases that cover it
-COVERS = {"vae": ["vae-bernoulli", "vae-gaussian"], "ppca": ["ppca"],
-          "vqvae": ["vqvae-gaussian", "vqvae-ema", "vqvae-bernoulli"],
+COVERS = {"vae": ["vae-bernoulli", "vae-gaussian", "vae-conv-dlogistic"], "ppca": ["ppca"],
+          "vqvae": ["vqvae-gaussian", "vqvae-ema", "vqvae-bernoulli", "vqvae-conv"],
           "textvae": ["textvae"], "lstmlm": ["lstmlm"],
           "gmm": ["gmm-full", "gmm-diag", "gmm-spherical"],
           "bernvae": [f"bernvae-{e}" for e in ("reinforce", "vimco", "st", "gumbel", "st-gumbel",
-                                               "gumbel-concrete")],
+                                               "gumbel-concrete", "conv-st")],
           "catvae": [f"catvae-{e}" for e in ("reinforce", "vimco", "st", "gumbel", "st-gumbel", "enum",
                                              "gumbel-concrete")]}
 
@@ -109,13 +121,13 @@ STOCK_CASES = {
 ALL_OBJECTIVES = {**{name: make for name, (make, _) in OBJECTIVE_CASES.items()}, **STOCK_CASES}
 
 _GMM = {"gmm-full", "gmm-diag", "gmm-spherical"}
-_VQ = {"vqvae-gaussian", "vqvae-ema", "vqvae-bernoulli"}
+_VQ = {"vqvae-gaussian", "vqvae-ema", "vqvae-bernoulli", "vqvae-conv"}
 #: a relaxed (Gumbel-softmax) sample against a discrete prior: only a closed-form KL may score it
 _RELAXED = {"bernvae-gumbel", "catvae-gumbel"}
 #: guides without rsample (score-function estimators)
 _DISCRETE = {f"{m}-{e}" for m in ("bernvae", "catvae") for e in ("reinforce", "vimco")}
 #: hard samples with a straight-through gradient
-_STRAIGHT_THROUGH = {"bernvae-st", "catvae-st", "bernvae-st-gumbel", "catvae-st-gumbel"}
+_STRAIGHT_THROUGH = {"bernvae-st", "catvae-st", "bernvae-st-gumbel", "catvae-st-gumbel", "bernvae-conv-st"}
 _NOT_REBUILDABLE = {"bernvae-gumbel-concrete", "catvae-gumbel-concrete"}
 _IMPORTANCE_WEIGHTED = {"iwae", "iwae-dreg", "iwae-beta-annealed", "vimco", "RenyiELBO"}
 _CLOSED_FORM_KL = {"meanfield", "meanfield-annealed-freebits", "elbo-freebits", "TraceMeanField_ELBO"}

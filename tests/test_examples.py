@@ -17,6 +17,8 @@ TINY = {
     "text_vae.py": ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "16", "--eval-particles", "2",
                     "--anneal-steps", "10", "--data-file", "TEXT_FILE"],
     "vqvae.py": ["--epochs", "1", "--hidden", "32", "--codebook-size", "16", "--ema-decay", "0.9"],
+    "conv_vae.py": ["--epochs", "1", "--train-points", "300", "--test-points", "100", "--latent-dim", "4",
+                    "--channels", "4,8", "--eval-particles", "3", "--device", "cpu"],
     "discrete_vae.py": ["--epochs", "1", "--hidden", "32", "--estimator", "st-gumbel", "--eval-particles", "5"],
 }
 

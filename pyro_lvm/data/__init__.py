@@ -2,6 +2,7 @@
 
 from pyro_lvm.data.datasets import DATASETS, DataSplits, dynamic_binarize, load_dataset
 from pyro_lvm.data.directory import ENV_VAR, resolve_data_dir
+from pyro_lvm.data import images  # noqa: F401  (registers 'arrays' and 'image_folder')
 from pyro_lvm.data.download import ChecksumError, DataNotFoundError, RemoteFile, fetch
 from pyro_lvm.data.formats import parse_amat_binary, parse_idx
 from pyro_lvm.data.text import Vocabulary

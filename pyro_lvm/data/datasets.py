@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -40,6 +40,29 @@ def _mnist_file(name: str, sha256: str) -> RemoteFile:
     return RemoteFile(f"mnist/{name}.gz", sha256, tuple(m + name + ".gz" for m in _MNIST_MIRRORS))
 
 
+_FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/")
+
+
+def _fashion_file(name: str, sha256: str) -> RemoteFile:
+    return RemoteFile(f"fashion_mnist/{name}.gz", sha256, tuple(m + name + ".gz" for m in _FASHION_MIRRORS))
+
+
+#: Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) in MNIST's IDX files and names, under ``fashion_mnist/``
+FASHION_MNIST_FILES = {
+    "train_images": _fashion_file("train-images-idx3-ubyte",
+                                  "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train_labels": _fashion_file("train-labels-idx1-ubyte",
+                                  "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "test_images": _fashion_file("t10k-images-idx3-ubyte",
+                                 "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "test_labels": _fashion_file("t10k-labels-idx1-ubyte",
+                                 "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+
+
 MNIST_FILES = {
     "train_images": _mnist_file("train-images-idx3-ubyte",
                                 "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
@@ -60,8 +83,10 @@ class DataSplits:
 
     :ivar train_transform: applied to each training minibatch (e.g. dynamic
         binarization), with a ``torch.Generator``; ``None`` for none.
-    :ivar support: ``"binary"``, ``"unit_interval"`` or ``"real"``.
-    :ivar image_shape: how to show one row as an image, or ``None``.
+    :ivar support: ``"binary"``, ``"eight_bit"`` (values :math:`k/255`), ``"unit_interval"``,
+        ``"real"`` or ``"tokens"``.
+    :ivar image_shape: how to show one row as an image, ``(H, W)`` or ``(C, H, W)``
+        with the row channel-first, or ``None``.
     :ivar default_epochs: epochs used when a command does not say (a small
         data set needs more passes for the same number of steps).
     """
@@ -87,6 +112,10 @@ class DataSplits:
     #: files read from a user's path, ``{absolute path: sha256}`` (named data sets are checked by
     #: content when read, so they list none)
     files: Dict[str, str] = field(default_factory=dict)
+    #: class labels of the points, by split name (``"train"``, ``"valid"``, ``"test"``), where known
+    labels: Dict[str, torch.Tensor] = field(default_factory=dict)
+    #: names of the classes, by label, where known
+    class_names: Optional[List[str]] = None
 
     @property
     def input_dim(self) -> int:
@@ -99,10 +128,20 @@ class DataSplits:
             return {"vocab_size": len(self.vocab)}
         return {"input_dim": self.input_dim}
 
+    def train_rows(self, max_rows: int = 10000) -> torch.Tensor:
+        """The training split as a tensor: all of it when it is in memory, else (streamed from
+        disk) its first ``max_rows`` rows, for statistics that need a tensor."""
+        if isinstance(self.train, torch.Tensor):
+            return self.train
+        return self.train[:min(len(self.train), max_rows)]
+
     def to(self, device) -> "DataSplits":
-        """Move the three splits to ``device`` once."""
+        """Move the three splits to ``device`` once (a training set streamed from disk stays there:
+        its minibatches are moved as they are read)."""
         for split in ("train", "valid", "test"):
-            setattr(self, split, getattr(self, split).to(device))
+            value = getattr(self, split)
+            if isinstance(value, torch.Tensor):
+                setattr(self, split, value.to(device))
         return self
 
 
@@ -131,28 +170,58 @@ def binarized_mnist(data_dir=None, download: bool = True) -> DataSplits:
                       support="binary", image_shape=(28, 28))
 
 
-def _mnist_arrays(data_dir, download: bool) -> Dict[str, np.ndarray]:
+def _idx_splits(name: str, files: Dict[str, RemoteFile], data_dir, download: bool, valid_size: int = 10000,
+                class_names: Optional[List[str]] = None) -> DataSplits:
+    """8-bit grey images of an MNIST-like IDX set, in [0, 1], with labels; the last ``valid_size``
+    training images are the validation set."""
     root = resolve_data_dir(data_dir)
-    return {k: load_array(f, root, parse_idx, download, dataset="mnist") for k, f in MNIST_FILES.items()}
+    a = {k: load_array(f, root, parse_idx, download, dataset=name) for k, f in files.items()}
+    train, test = _as_float(a["train_images"], 255.0), _as_float(a["test_images"], 255.0)
+    train_labels, test_labels = (torch.from_numpy(a[k].astype(np.int64)) for k in ("train_labels", "test_labels"))
+    cut = train.shape[0] - valid_size
+    return DataSplits(name, train[:cut], train[cut:], test, support="eight_bit",
+                      image_shape=tuple(a["train_images"].shape[1:]),
+                      labels={"train": train_labels[:cut], "valid": train_labels[cut:], "test": test_labels},
+                      class_names=class_names)
+
+
+def _dynamic(grey: DataSplits, name: str) -> DataSplits:
+    """``grey`` binarized afresh at every training minibatch; validation and test binarized once
+    with fixed seeds, so that evaluations are comparable."""
+    return replace(grey, name=name, valid=_fixed_binarize(grey.valid, 1), test=_fixed_binarize(grey.test, 2),
+                   support="binary", train_transform=dynamic_binarize)
 
 
 @DATASETS.register("mnist")
 def mnist(data_dir=None, download: bool = True) -> DataSplits:
-    """MNIST grey levels in [0, 1]; the last 10000 training images are the validation set."""
-    a = _mnist_arrays(data_dir, download)
-    train = _as_float(a["train_images"], 255.0)
-    return DataSplits("mnist", train[:50000], train[50000:], _as_float(a["test_images"], 255.0),
-                      support="unit_interval", image_shape=(28, 28))
+    """MNIST grey levels (8-bit, scaled to [0, 1]) with labels; the last 10000 training images are
+    the validation set."""
+    return _idx_splits("mnist", MNIST_FILES, data_dir, download, class_names=[str(d) for d in range(10)])
 
 
 @DATASETS.register("dynamic_mnist")
 def dynamic_mnist(data_dir=None, download: bool = True) -> DataSplits:
     """MNIST binarized afresh at every training minibatch; validation and test
     binarized once with fixed seeds, so that evaluations are comparable."""
-    grey = mnist(data_dir, download)
-    return DataSplits("dynamic_mnist", grey.train, _fixed_binarize(grey.valid, 1),
-                      _fixed_binarize(grey.test, 2), support="binary", image_shape=(28, 28),
-                      train_transform=dynamic_binarize)
+    return _dynamic(mnist(data_dir, download), "dynamic_mnist")
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(data_dir=None, download: bool = True) -> DataSplits:
+    """Fashion-MNIST (Xiao et al. 2017): 28x28 8-bit grey images of clothing in ten classes, scaled
+    to [0, 1], with labels; 50000 / 10000 / 10000 (the last 10000 training images are the
+    validation set). Files: ``fashion_mnist/`` in MNIST's IDX names. The test log-likelihood
+    takes K=100 importance samples unless a command says otherwise."""
+    data = _idx_splits("fashion_mnist", FASHION_MNIST_FILES, data_dir, download, class_names=FASHION_CLASSES)
+    data.default_eval_particles = 100  # convolutional decoders: K=1000 on the CPU takes half an hour
+    return data
+
+
+@DATASETS.register("dynamic_fashion_mnist")
+def dynamic_fashion_mnist(data_dir=None, download: bool = True) -> DataSplits:
+    """Fashion-MNIST binarized afresh at every training minibatch (validation and test binarized
+    once, with fixed seeds), with labels."""
+    return _dynamic(fashion_mnist(data_dir, download), "dynamic_fashion_mnist")
 
 
 @DATASETS.register("binarized_mnist_small")

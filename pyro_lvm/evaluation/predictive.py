@@ -158,7 +158,8 @@ TEXT_STATISTICS = (
 )
 #: the default statistics for each kind of data (a model's ``data_support``)
 STATISTICS: Dict[str, Sequence[Statistic]] = {"tokens": TEXT_STATISTICS, "binary": VECTOR_STATISTICS,
-                                              "unit_interval": VECTOR_STATISTICS, "real": VECTOR_STATISTICS}
+                                              "unit_interval": VECTOR_STATISTICS, "eight_bit": VECTOR_STATISTICS,
+                                              "real": VECTOR_STATISTICS}
 
 
 def _p_value(replicated: torch.Tensor, observed: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Dict
 
@@ -23,6 +24,9 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     (:math:`-\\mathbb{E}_q \\log p(x \\mid z)`), ``{prefix}_kl``,
     ``active_units``, ``mutual_info`` and ``eval_seconds``; ``proposal="prior"``
     uses the naive estimator (samples from the prior) for ``{prefix}_nll``.
+    Where the likelihood is a probability mass over 8-bit values
+    (:attr:`~pyro_lvm.base.LatentVariableModel.bits_per_dim`) it adds
+    ``{prefix}_bpd``, :func:`bits_per_dim` of the NLL.
 
     >>> import torch
     >>> from pyro_lvm.models import PPCA
@@ -49,7 +53,7 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
             mi = model.encoder_mutual_information(data)
     finally:
         model.train(was_training)
-    return {
+    result = {
         f"{prefix}_nll": -ll.mean().item(),
         "nll_particles": int(num_particles),
         "nll_proposal": proposal,
@@ -60,3 +64,15 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
         "mutual_info": mi,
         "eval_seconds": time.perf_counter() - start,
     }
+    if model.bits_per_dim:
+        result[f"{prefix}_bpd"] = bits_per_dim(result[f"{prefix}_nll"], data.shape[-1])
+    return result
+
+
+def bits_per_dim(nll: float, dim: int) -> float:
+    """Negative log-likelihood in nats per data point as bits per dimension, :math:`\\mathrm{nll} / (D \\ln 2)`.
+
+    >>> round(bits_per_dim(784 * 0.6931471805599453, 784), 6)
+    1.0
+    """
+    return nll / (dim * math.log(2))

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -61,7 +61,7 @@ from pyro_lvm.distributions import (
     RelaxedBernoulliCategoricalKL,
     RelaxedOneHotCategoricalCategoricalKL,
 )
-from pyro_lvm.nn import ACTIVATIONS, MLP, parse_hidden
+from pyro_lvm.nn import ACTIVATIONS, MLP, check_network, decoder_network, encoder_network, parse_hidden
 from pyro_lvm.registry import MODELS
 
 #: estimator -> the objective that goes with it
@@ -82,9 +82,16 @@ class DiscreteVAEConfig:
     min_temperature: float = 0.5
     anneal_rate: float = 1e-4
     relaxed_kl: str = "categorical"
+    #: ``"mlp"`` or ``"conv"`` (strided convolutions with ``channels``; needs ``image_shape``)
+    network: str = "mlp"
+    channels: Tuple[int, ...] = (32, 64)
+    #: ``(C, H, W)`` of one data point when it is an image (taken from the data by the command line)
+    image_shape: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
         self.hidden = parse_hidden(self.hidden)
+        self.channels = parse_hidden(self.channels)
+        self.image_shape = check_network(self.network, self.input_dim, self.image_shape, self.channels)
         if self.relaxed_kl not in RELAXED_KL:
             raise ValueError(f"relaxed_kl must be one of {RELAXED_KL}, got {self.relaxed_kl!r}")
         if self.estimator not in ESTIMATOR_OBJECTIVES:
@@ -144,8 +151,10 @@ class DiscreteVAE(LatentVariableModel):
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
-        self.encoder = MLP(c.input_dim, c.hidden, self.code_size, c.activation)
-        self.decoder = MLP(self.code_size, tuple(reversed(c.hidden)), c.input_dim, c.activation)
+        self.encoder = encoder_network(c.network, c.input_dim, c.image_shape, c.hidden, c.channels,
+                                       self.code_size, c.activation)
+        self.decoder = decoder_network(c.network, self.code_size, c.input_dim, c.image_shape, c.hidden,
+                                       c.channels, 1, c.activation)
         self.baseline = _Baseline(c.input_dim, c.hidden[-1] if c.hidden else 64, c.activation) \
             if c.estimator == "reinforce" else None
         self.register_buffer("temperature", torch.tensor(float(c.temperature)))

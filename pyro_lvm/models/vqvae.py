@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -51,7 +51,7 @@ from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
 from pyro_lvm.inference.em import kmeans_plusplus
-from pyro_lvm.nn import ACTIVATIONS, MLP, parse_hidden
+from pyro_lvm.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder, check_network, grid_sizes, parse_hidden
 from pyro_lvm.registry import MODELS
 
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -59,21 +59,47 @@ LIKELIHOODS = ("gaussian", "bernoulli")
 
 @dataclass
 class VQVAEConfig:
-    """Hyperparameters of :class:`VQVAE`."""
+    """Hyperparameters of :class:`VQVAE`.
+
+    With ``network="conv"`` the encoder is the paper's layout (strided 4x4
+    convolutions with ``channels``, ``residual_blocks`` residual blocks, a 1x1
+    convolution to ``code_dim`` channels) and the codes form a spatial grid: one
+    code per cell of the last feature map, so ``num_latents`` is the grid's size
+    (e.g. 7 x 7 = 49 for 28 x 28 images and two strided layers); the decoder
+    mirrors it with transposed convolutions. With ``"mlp"`` ``num_latents``
+    (default 16) code vectors come from an MLP with layers ``hidden``.
+    """
 
     input_dim: int = 784
     hidden: Tuple[int, ...] = (512, 256)
     activation: str = "relu"
-    num_latents: int = 16
+    num_latents: Optional[int] = None
     code_dim: int = 16
     codebook_size: int = 64
     commitment: float = 0.25
     ema_decay: float = 0.0
     likelihood: str = "gaussian"
     min_scale: float = 1e-3
+    network: str = "mlp"
+    channels: Tuple[int, ...] = (32, 64)
+    residual_blocks: int = 2
+    image_shape: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
         self.hidden = parse_hidden(self.hidden)
+        self.channels = parse_hidden(self.channels)
+        self.image_shape = check_network(self.network, self.input_dim, self.image_shape, self.channels)
+        if self.residual_blocks < 0:
+            raise ValueError(f"residual_blocks must be non-negative, got {self.residual_blocks}")
+        if self.network == "conv":
+            grid = grid_sizes(*self.image_shape[1:], len(self.channels))[-1]
+            cells = grid[0] * grid[1]
+            if self.num_latents not in (None, cells):
+                raise ValueError(f"with network 'conv' the codes are a {grid[0]}x{grid[1]} grid, so num_latents "
+                                 f"is {cells}; got {self.num_latents} (leave it out)")
+            self.num_latents = cells
+        elif self.num_latents is None:
+            self.num_latents = 16
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.likelihood not in LIKELIHOODS:
@@ -145,8 +171,16 @@ class VQVAE(LatentVariableModel):
         super().__init__(config, **kwargs)
         c = self.config
         size = c.num_latents * c.code_dim
-        self.encoder = MLP(c.input_dim, c.hidden, size, c.activation)
-        self.decoder = MLP(size, tuple(reversed(c.hidden)), c.input_dim, c.activation)
+        if c.network == "conv":  # a grid of codes: (batch, code_dim, h, w) <-> (batch, L, code_dim)
+            self.encoder = ConvEncoder(c.image_shape, c.channels, c.code_dim, c.activation, spatial=True,
+                                       residual_blocks=c.residual_blocks)
+            self.decoder = ConvDecoder(c.code_dim, c.image_shape, c.channels, 1, c.activation, spatial=True,
+                                       residual_blocks=c.residual_blocks)
+            self.grid = self.encoder.grid
+        else:
+            self.encoder = MLP(c.input_dim, c.hidden, size, c.activation)
+            self.decoder = MLP(size, tuple(reversed(c.hidden)), c.input_dim, c.activation)
+            self.grid = None
         codebook = torch.randn(c.codebook_size, c.code_dim) / math.sqrt(c.code_dim)
         if c.ema_decay == 0:
             self.codebook = nn.Parameter(codebook)
@@ -165,7 +199,10 @@ class VQVAE(LatentVariableModel):
     def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`z_e(x)`, shape ``(batch, L, D)``."""
         c = self.config
-        return self.encoder(x).reshape(x.shape[:-1] + (c.num_latents, c.code_dim))
+        out = self.encoder(x)
+        if self.grid is not None:  # (..., D, h, w) -> (..., h * w, D)
+            return out.flatten(-2).transpose(-1, -2)
+        return out.reshape(x.shape[:-1] + (c.num_latents, c.code_dim))
 
     def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
         """Index of the nearest codebook entry of each vector of ``z_e``."""
@@ -210,8 +247,10 @@ class VQVAE(LatentVariableModel):
         return UniformCodes(self.codebook, self.config.num_latents).expand([num])
 
     def decode(self, z: torch.Tensor) -> dist.Distribution:
-        flat = z.reshape(z.shape[:-2] + (self.config.num_latents * self.config.code_dim,))
-        out = self.decoder(flat)
+        if self.grid is not None:  # (..., h * w, D) -> (..., D, h, w)
+            out = self.decoder(z.transpose(-1, -2).reshape(z.shape[:-2] + (z.shape[-1],) + self.grid))
+        else:
+            out = self.decoder(z.reshape(z.shape[:-2] + (self.config.num_latents * self.config.code_dim,)))
         if self.config.likelihood == "bernoulli":
             return dist.Bernoulli(logits=out).to_event(1)
         scale = F.softplus(self.raw_scale) + self.config.min_scale

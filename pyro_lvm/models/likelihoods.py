@@ -1,0 +1,56 @@
+r"""Observation models :math:`p_\theta(x \mid z)` for one data point, by name.
+
+A decoder network outputs ``params`` numbers per data value, parameter-major
+(see :func:`pyro_lvm.nn.decoder_network`); a likelihood turns them into a
+distribution with one event of ``input_dim`` values:
+
+* ``bernoulli``: logits, for binary data;
+* ``gaussian``: location and softplus scale (learned, per value), for real data;
+* ``discretized_logistic``: location and softplus scale of
+  :class:`~pyro_lvm.distributions.DiscretizedLogistic`, for 8-bit data scaled to [0, 1]
+  (a probability mass, so the NLL can be read in bits per dimension).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+import pyro.distributions as dist
+import torch
+from torch.nn import functional as F
+
+from pyro_lvm.distributions import DiscretizedLogistic
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """:ivar params: decoder outputs per data value. :ivar support: what the data must be
+    (see :meth:`~pyro_lvm.base.LatentVariableModel.check_data`). :ivar discrete: a
+    probability mass (the NLL is a code length). :ivar make: ``(out, min_scale) -> distribution``."""
+
+    params: int
+    support: str
+    discrete: bool
+    make: Callable[[torch.Tensor, float], dist.Distribution]
+
+
+def _bernoulli(out, min_scale):
+    return dist.Bernoulli(logits=out).to_event(1)
+
+
+def _gaussian(out, min_scale):
+    loc, raw = out.chunk(2, dim=-1)
+    return dist.Normal(loc, F.softplus(raw) + min_scale).to_event(1)
+
+
+def _discretized_logistic(out, min_scale):
+    loc, raw = out.chunk(2, dim=-1)
+    return DiscretizedLogistic(torch.sigmoid(loc), F.softplus(raw) + min_scale).to_event(1)
+
+
+LIKELIHOODS: Dict[str, Likelihood] = {
+    "bernoulli": Likelihood(1, "binary", True, _bernoulli),
+    "gaussian": Likelihood(2, "real", False, _gaussian),
+    "discretized_logistic": Likelihood(2, "eight_bit", True, _discretized_logistic),
+}
