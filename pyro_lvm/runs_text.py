@@ -22,7 +22,7 @@ def load_text_run(run_dir, device: str = "cpu"):
     model, config = load_run(run_dir, device)  # checks the device
     if not isinstance(model, SentenceModel):
         raise ValueError(f"{run_dir} holds a {config['model']} model; sentence generation needs "
-                         "textvae or lstmlm (image models write samples.png into their run folder)")
+                         "textvae or lstmlm (for an image run, pyro-lvm sample writes a grid of images)")
     vocab_path = Path(run_dir) / VOCAB
     if not vocab_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {VOCAB}: it was not trained on text")

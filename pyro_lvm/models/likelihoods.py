@@ -25,9 +25,13 @@ from pyro_lvm.distributions import DiscretizedLogistic
 
 @dataclass(frozen=True)
 class Likelihood:
-    """:ivar params: decoder outputs per data value. :ivar support: what the data must be
-    (see :meth:`~pyro_lvm.base.LatentVariableModel.check_data`). :ivar discrete: a
-    probability mass (the NLL is a code length). :ivar make: ``(out, min_scale) -> distribution``."""
+    """One observation model.
+
+    :ivar params: decoder outputs per data value.
+    :ivar support: what the data must be (see :meth:`~pyro_lvm.base.LatentVariableModel.check_data`).
+    :ivar discrete: a probability mass (the NLL is a code length).
+    :ivar make: ``(out, min_scale) -> distribution``.
+    """
 
     params: int
     support: str
