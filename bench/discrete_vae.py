@@ -33,7 +33,7 @@ from pyro_lvm.evaluation import elbo_split
 from pyro_lvm.models import CatVAE
 from pyro_lvm.objectives import OBJECTIVES
 from pyro_lvm.runs import train_run
-from pyro_lvm.train import TrainConfig, Trainer
+from pyro_lvm.train import TrainConfig, Trainer, adam
 
 
 class PlainCatVAE(nn.Module):
@@ -104,7 +104,7 @@ def plain_epoch(model, opt, data, args, step, g):
 def compare(data, args):
     torch.manual_seed(args.seed)
     plain = PlainCatVAE()
-    opt = torch.optim.Adam(plain.parameters(), lr=args.lr)
+    opt = adam(plain.parameters(), args.lr)  # the optimizer pyro_lvm's Trainer uses
     torch.manual_seed(args.seed)
     model = CatVAE(estimator="gumbel", temperature=args.temperature,
                    min_temperature=args.min_temperature, anneal_rate=args.anneal_rate)

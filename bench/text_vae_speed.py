@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from pyro_lvm.data import load_dataset
 from pyro_lvm.data.text import BOS_INDEX, PAD_INDEX, lengths
+from pyro_lvm.train import adam
 from pyro_lvm.models import LSTMLM, TextVAE
 from pyro_lvm.base import param_store_registration
 from pyro_lvm.objectives import ELBO
@@ -71,7 +72,7 @@ def main():
               "textvae": TextVAE(vocab_size=vocab, encoder_hidden_dim=args.hidden_dim, **sizes)}
     objective = ELBO()
     steps = {}
-    opt = torch.optim.Adam(plain.parameters(), 1e-3)
+    opt = adam(plain.parameters(), 1e-3)  # the optimizer pyro_lvm's Trainer uses
 
     def plain_step(x):
         loss = plain.loss(x, n)
@@ -81,7 +82,7 @@ def main():
 
     steps["plain"] = plain_step
     for name, m in models.items():
-        o = torch.optim.Adam(m.parameters(), 1e-3)
+        o = adam(m.parameters(), 1e-3)
 
         def step(x, m=m, o=o):
             # as the Trainer runs it: torch's Adam holds the parameters, Pyro's param store is not needed

@@ -10,6 +10,12 @@ sampling with ``--eval-particles`` particles (plain: its own estimator in
 plain PyTorch; pyro_lvm: :func:`pyro_lvm.evaluation.log_marginal_likelihood`).
 
     python bench/vae_overhead.py --data-dir ../shared/data
+    python bench/vae_overhead.py --data-dir ../shared/data --configs standard,overhead --objectives elbo,iwae5 --threads 1
+
+``--configs`` runs named configurations one after the other: ``standard``
+(784-200-200-50, batch 100: the matrix products dominate) and ``overhead``
+(784-8-2, batch 8: the fixed cost per step dominates, as on a GPU);
+``custom`` (the default) takes ``--hidden``, ``--latent-dim`` and ``--batch-size``.
     python bench/vae_overhead.py --data-dir ../shared/data --epochs 10 --eval-particles 1000 --objectives elbo,iwae5
 """
 
@@ -26,9 +32,11 @@ from pyro_lvm.data import load_dataset
 from pyro_lvm.evaluation import log_marginal_likelihood
 from pyro_lvm.models import VAE
 from pyro_lvm.objectives import ELBO, IWAE
-from pyro_lvm.train import TrainConfig, Trainer
+from pyro_lvm.train import TrainConfig, Trainer, adam
 
 OBJECTIVES = {"elbo": 1, "iwae5": 5, "iwae50": 50}
+#: named configurations: (hidden sizes, latent dimension, batch size)
+CONFIGS = {"standard": ((200, 200), 50, 100), "overhead": ((8,), 2, 8)}
 
 
 class PlainVAE(nn.Module):
@@ -67,7 +75,7 @@ class PlainVAE(nn.Module):
 
 def plain_train(model, data, k, steps, batch, lr, seed, opt=None):
     g = torch.Generator().manual_seed(seed)
-    opt = opt or torch.optim.Adam(model.parameters(), lr=lr)
+    opt = opt or adam(model.parameters(), lr)  # the optimizer pyro_lvm's Trainer uses
     n = data.shape[0]
     done, start = 0, time.perf_counter()
     while done < steps:
@@ -181,20 +189,29 @@ def main():
     p.add_argument("--epochs", type=int, default=0, help="> 0: also train both fully and compare NLL")
     p.add_argument("--eval-particles", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--configs", default="custom", help="comma-separated: custom, " + ", ".join(CONFIGS))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     args.objectives = [o for o in args.objectives.split(",") if o]
     args.hidden = tuple(int(h) for h in args.hidden.split(","))
+    args.configs = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in args.configs if c != "custom" and c not in CONFIGS]
+    if unknown:
+        p.error(f"unknown configuration {unknown[0]!r}; choose from custom, {', '.join(CONFIGS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_dir)
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}, "
-          f"{args.dataset}, {data.input_dim}-{'-'.join(map(str, args.hidden))}-{args.latent_dim}, "
-          f"batch {args.batch_size}")
-    if args.epochs > 0:
-        quality(data, args)
-    else:
-        speed(data.train, args)
+          f"{args.dataset}")
+    for name in args.configs:
+        if name != "custom":
+            args.hidden, args.latent_dim, args.batch_size = CONFIGS[name]
+        print(f"[{name}] {data.input_dim}-{'-'.join(map(str, args.hidden))}-{args.latent_dim}, "
+              f"batch {args.batch_size}", flush=True)
+        if args.epochs > 0:
+            quality(data, args)
+        else:
+            speed(data.train, args)
 
 
 if __name__ == "__main__":

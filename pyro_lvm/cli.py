@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from pyro_lvm.data import DATASETS, DataNotFoundError
+from pyro_lvm.distributed import init_from_environment, is_main, shutdown
 from pyro_lvm.nn import parse_hidden
 from pyro_lvm.objectives import OBJECTIVES, SCHEDULES
 from pyro_lvm.registry import MODELS
@@ -522,8 +523,9 @@ def _train(args) -> Dict[str, Any]:
     if unused:
         raise ValueError(f"{', '.join(_flag(k) for k in unused)} do not apply to data set "
                          f"{args.dataset or 'binarized_mnist_small'!r}")
+    device = init_from_environment(args.device)  # under torchrun: join the process group
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        device=args.device, progress=not args.no_progress, clip_norm=args.clip_norm,
+                        device=device, progress=not args.no_progress, clip_norm=args.clip_norm,
                         workers=args.workers)
     return train_run(args.model, args.out, dataset=args.dataset, data_dir=args.data_dir,
                      model_options=model_options, objective=args.objective,
@@ -579,10 +581,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if debug:
             raise
         status, message = describe_error(e)
-        print(f"pyro-lvm: error: {message}", file=sys.stderr)
+        if is_main():  # under torchrun every process stops with the same error; one says it
+            print(f"pyro-lvm: error: {message}", file=sys.stderr)
         return status
-    if result is not None:  # a command that printed its own report returns None
+    if result is not None and is_main():  # a command that printed its own report returns None
         print(json.dumps(result, indent=2, sort_keys=True))
+    shutdown()
     return 0
 
 

@@ -20,7 +20,9 @@ import torch
 from pyro_lvm import __version__
 from pyro_lvm.checkpoint import load_checkpoint
 from pyro_lvm.data import DataSplits, load_dataset
+from pyro_lvm.distributed import gather_rows, is_main, on_main, shard, world
 from pyro_lvm.evaluation import evaluate
+from pyro_lvm.evaluation.report import importance_sampled_log_px
 from pyro_lvm.files import claim_output_folder, write_json, write_text
 from pyro_lvm.nn import image_chw
 from pyro_lvm.objectives import OBJECTIVES, make_schedule
@@ -166,6 +168,11 @@ def _absolute_paths(options: Dict[str, Any]) -> Dict[str, Any]:
             for k, v in options.items()}
 
 
+def _as_json(value: Any) -> Any:
+    """A value as ``config.json`` holds it (tuples as lists)."""
+    return [_as_json(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 def _resume_settings(saved: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
     """The changes ``--resume`` applies, after refusing any that it may not make."""
     fixed = {"model": saved["model"], "dataset": saved["dataset"], "objective": saved["objective"],
@@ -176,7 +183,7 @@ def _resume_settings(saved: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, 
                                ("objective_options", saved["objective_options"]),
                                ("data_options", saved.get("data_options", {}))):
         for k, v in (given.get(group) or {}).items():
-            if v is not None and saved_group.get(k) != v:
+            if v is not None and _as_json(saved_group.get(k)) != _as_json(v):  # (32,) as given, [32] as saved
                 differ.append(f"{k} {v!r} (the run has {saved_group.get(k)!r})")
     if differ:
         raise ValueError("--resume continues the run as it was set up; these options differ from it: "
@@ -216,7 +223,7 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         raise ValueError(f"--eval-particles must be a positive integer, got {eval_particles}")
     changes: Dict[str, Any] = {}
     if resume:
-        claim_output_folder(out, RUN_FILES, resume=True, overwrite=overwrite)
+        on_main(lambda: claim_output_folder(out, RUN_FILES, resume=True, overwrite=overwrite))
         saved = read_config(out)
         if "dataset" not in saved:
             raise ValueError(f"{out} holds a {saved['model']} run of its own fitting method; it cannot be resumed")
@@ -268,17 +275,21 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
     trainer = Trainer(model, obj, data.train, data.valid, train, run_dir=out,  # checks data and objective
                       train_transform=data.train_transform, batch_order=data.batch_order)
     if config is None:  # a new run: its folder is claimed once everything has been checked
-        claim_output_folder(out, RUN_FILES, overwrite=overwrite)
+        on_main(lambda: claim_output_folder(out, RUN_FILES, overwrite=overwrite))
         config = {"model": model_name, "model_config": model.config_dict(), "dataset": dataset,
                   "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "objective": objective,
                   "objective_options": objective_options, "train": asdict(train), "data_options": data_options,
                   "data_files": data.files, "eval_particles": eval_particles, "pyro_lvm_version": __version__,
                   "image_shape": None if data.image_shape is None else list(data.image_shape)}
-        if data.vocab is not None:
+        if data.vocab is not None and is_main():
             data.vocab.save(out / VOCAB)  # the vocabulary travels with the model
-    write_json(out / CONFIG, config)
+    if world()[1] > 1:
+        config["processes"] = world()[1]
+    on_main(lambda: write_json(out / CONFIG, config))
     history = trainer.fit(resume=resume and (out / CHECKPOINT).is_file(), note={"resume": changes} if changes else None)
-    metrics = evaluate(model, data.test, num_particles=eval_particles, progress=train.progress)
+    metrics = _evaluate(model, data.test, eval_particles, train.progress)
+    if not is_main():  # the first process reports and writes; the others are done
+        return {}
     metrics.update(train_steps=trainer.step, train_seconds=trainer.train_seconds,
                    steps_per_second=trainer.step / max(trainer.train_seconds, 1e-9),
                    epochs=trainer.epoch, dataset=dataset, model=model_name, objective=objective)
@@ -290,6 +301,24 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         metrics["figures"] = write_figures(model, data, epochs_done, out, step_log=trainer.step_log)
     write_json(out / METRICS, metrics)
     return metrics
+
+
+def _evaluate(model, test: torch.Tensor, num_particles: int, progress: bool) -> Dict[str, Any]:
+    """:func:`~pyro_lvm.evaluation.evaluate` on the test split; with several processes each
+    estimates :math:`\\log p(x)` (the costly part) on its share of the points, and the first
+    process gathers them and computes the rest (every process gets the result)."""
+    rank, size = world()
+    if size == 1:
+        return evaluate(model, test, num_particles=num_particles, progress=progress)
+    rows = shard(torch.arange(test.shape[0], device=test.device), rank, size)
+    was_training = model.training
+    model.eval()
+    try:
+        log_px = gather_rows(importance_sampled_log_px(model, test[rows], num_particles,
+                                                       progress=progress and rank == 0))
+    finally:
+        model.train(was_training)
+    return on_main(lambda: evaluate(model, test, num_particles=num_particles, log_px=log_px))
 
 
 def load_run(run_dir, device: str = "cpu"):

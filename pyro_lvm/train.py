@@ -6,12 +6,13 @@ No argument parsing and no plotting here: :mod:`pyro_lvm.cli` and
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pyro
 import torch
@@ -21,18 +22,61 @@ from tqdm.auto import tqdm
 
 from pyro_lvm.base import LatentVariableModel, param_store_registration
 from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
+from pyro_lvm.distributed import all_sum, average_gradients, gather_objects, shard, world
 from pyro_lvm.files import write_text
 from pyro_lvm.validation import device as check_device
 from pyro_lvm.objectives.base import Objective
 
 CHECKPOINT = "checkpoint.pt"
 LOG_EVERY = 10
+#: steps between two checks that the losses are finite: the training loop synchronises with
+#: the device only there (and at the end of each epoch)
+CHECK_EVERY = 50
 HISTORY = "history.jsonl"
 
 
 def _already_a_batch(batch):
     """A DataLoader's collate function for data sets whose batched read returns one tensor."""
     return batch
+
+
+def adam(parameters, lr: float) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with its fused implementation (one kernel for all parameters, on
+    the CPU as on CUDA) where the parameters allow it, else the default one. On a small VAE
+    the default per-tensor loop takes a quarter of the step."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(parameters, lr=lr)
+
+
+class _EpochTally:
+    """The running mean loss per data point of an epoch and the step log's ``LOG_EVERY``-step
+    means, fed with the checked losses (whole-data-set scale) of consecutive steps."""
+
+    def __init__(self, data_size: int):
+        self.data_size = data_size
+        self.sizes: List[int] = []  # batch sizes of the steps not yet added
+        self.total, self.count = 0.0, 0
+        self.window, self.window_count = 0.0, 0
+
+    def add(self, losses: List[float], step_after: int, step_log: List[List[float]]) -> None:
+        sizes, self.sizes = self.sizes[:len(losses)], self.sizes[len(losses):]
+        first = step_after - len(losses)
+        for i, (loss, size) in enumerate(zip(losses, sizes)):
+            per_point = loss / self.data_size
+            self.total += per_point * size
+            self.count += size
+            self.window += per_point
+            self.window_count += 1
+            if self.window_count == LOG_EVERY:
+                step_log.append([first + i + 1, self.window / self.window_count])
+                self.window, self.window_count = 0.0, 0
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.count, 1)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -132,6 +176,7 @@ class Trainer:
         if not isinstance(objective, PyroELBO):
             raise TypeError("objective must be a pyro_lvm objective or a pyro.infer.ELBO, "
                             f"got {type(objective).__name__}")
+        self.rank, self.world_size = world()  # more than one process: data-parallel (pyro_lvm.distributed)
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.objective = objective
@@ -145,7 +190,7 @@ class Trainer:
         self.train_transform = train_transform
         self.batch_order = batch_order
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.optimizer = adam(self.model.parameters(), self.config.lr)
         self.shuffle_generator = torch.Generator(device="cpu")
         self.transform_generator = torch.Generator(device=self.device)
         self.epoch = 0
@@ -189,6 +234,8 @@ class Trainer:
                "transform": self.transform_generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world_size > 1:  # every process's own random streams (a collective call)
+            rng["ranks"] = gather_objects({k: v for k, v in rng.items() if k != "shuffle"})
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
                 "history": self.history, "step_log": self.step_log, "rng": rng,
@@ -201,48 +248,89 @@ class Trainer:
         self.train_seconds = float(state["train_seconds"])
         self.history = list(state["history"])
         self.step_log = [list(r) for r in state.get("step_log", [])]
-        torch.set_rng_state(state["rng"]["torch"])
-        self.shuffle_generator.set_state(state["rng"]["shuffle"])
-        self.transform_generator.set_state(state["rng"]["transform"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        rng = state["rng"]
+        self.shuffle_generator.set_state(rng["shuffle"])
+        ranks = rng.get("ranks")
+        writers = len(ranks) if ranks is not None else 1
+        if writers != self.world_size:  # each process continues its own random streams
+            raise ValueError(f"the checkpoint was written by {writers} process{'es' if writers > 1 else ''}; "
+                             f"resume it with as many (torchrun --nproc_per_node {writers}), not {self.world_size}")
+        own = ranks[self.rank] if ranks is not None else rng
+        torch.set_rng_state(own["torch"])
+        self.transform_generator.set_state(own["transform"])
+        if "cuda" in own and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda"], self.device)
 
     def save(self) -> None:
+        """Write the checkpoint (only the first process writes; all take part in gathering it)."""
         if self.run_dir is not None:
-            save_checkpoint(self.checkpoint_path, self.state_dict())
+            state = self.state_dict()
+            if self.rank == 0:
+                save_checkpoint(self.checkpoint_path, state)
 
     def _write_history(self) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or self.rank != 0:
             return
         write_text(self.run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in self.history))
 
     # ------------------------------------------------------------------ steps
-    def _loss_and_grads(self, x: torch.Tensor) -> float:
-        """The loss of one batch as a number, with the estimator's gradients accumulated."""
+    def _loss_and_grads(self, x: torch.Tensor) -> torch.Tensor:
+        """The loss of one batch as a 0-dim tensor, with the estimator's gradients accumulated.
+
+        For this library's objectives the loss stays where it was computed: no host
+        synchronisation per step (Pyro's own ELBOs return a number, which they synchronise for).
+        """
         model, n = self.model, self.train_data.shape[0]
         if not isinstance(self.objective, Objective):  # one of Pyro's ELBOs: as SVI.step runs it
-            return self.objective.loss_and_grads(model.model, model.guide, x, data_size=n)
+            return torch.tensor(float(self.objective.loss_and_grads(model.model, model.guide, x, data_size=n)))
         self.objective.step = self.step
         with param_store_registration(False):  # Adam holds model.parameters() itself
             terms = self.objective.terms(model.model, model.guide, x, data_size=n)
-        loss = terms.loss.item()
-        if math.isfinite(loss):  # a non-finite loss is refused before any gradient exists
-            terms.surrogate.backward()
-        return loss
+        terms.surrogate.backward()
+        return terms.loss.detach()
 
-    def train_step(self, x: torch.Tensor) -> float:
-        """One gradient step on the minibatch ``x``; returns the loss per data point."""
+    def train_step(self, x: torch.Tensor, global_size: Optional[int] = None) -> torch.Tensor:
+        """One gradient step on the minibatch ``x``; returns its loss (a 0-dim tensor, for the
+        whole data set's scale) without looking at it: :meth:`fit` checks the losses every
+        :data:`CHECK_EVERY` steps and at the end of each epoch, and undoes a divergence.
+
+        With several processes ``x`` is this process's shard of a global minibatch of
+        ``global_size`` points; gradients and loss are combined across processes with weights
+        ``len(x) / global_size`` (see :mod:`pyro_lvm.distributed`)."""
         self.model.set_step(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss_and_grads(x)
-        if not math.isfinite(loss):
-            raise TrainingDivergedError(f"non-finite loss ({loss}) at epoch {self.epoch + 1}, step {self.step}; "
-                                        f"the step was not applied. {self._what_is_kept()}")
+        if self.world_size > 1:
+            loss = average_gradients(self.model.parameters(), x.shape[0] / (global_size or x.shape[0]),
+                                     extra=loss.to(self.device))
         if self.config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
         self.step += 1
-        return loss / self.train_data.shape[0]
+        return loss
+
+    def _remember_good_state(self) -> None:
+        """Keep a copy of the model and the optimizer as they are after a check found them good."""
+        self._good = ({k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                      copy.deepcopy(self.optimizer.state_dict()), self.step)
+
+    def _checked_losses(self, pending: List[torch.Tensor]) -> List[float]:
+        """The losses of the steps since the last check, as numbers (one host synchronisation).
+        A non-finite one puts the model and the optimizer back to their state at the last check
+        and raises :class:`TrainingDivergedError` naming the step."""
+        values = torch.stack([loss.reshape(()).float() for loss in pending]).tolist()
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            state, optimizer_state, good_step = self._good
+            self.model.load_state_dict(state)
+            self.optimizer.load_state_dict(optimizer_state)
+            bad_step = self.step - len(values) + bad
+            self.step = good_step
+            raise TrainingDivergedError(
+                f"non-finite loss ({values[bad]}) at epoch {self.epoch + 1}, step {bad_step}; the model is back "
+                f"at its state after step {good_step}, the last good one. {self._what_is_kept()}")
+        self._remember_good_state()
+        return values
 
     @torch.no_grad()
     def validate(self) -> Optional[float]:
@@ -252,20 +340,22 @@ class Trainer:
             return None
         total = 0.0
         n = self.valid_data.shape[0]
+        rows = shard(torch.arange(n))  # with several processes, each scores its part
+        first, last = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
         was_training = self.model.training
         self.model.eval()  # no word dropout, exact discrete latents: the model as evaluated
         model, objective = self.model, self.objective
         try:
             with pyro.validation_enabled(False), torch.no_grad(), param_store_registration(False):
-                for start in range(0, n, self.config.batch_size):
-                    x = self.valid_data[start:start + self.config.batch_size]
+                for start in range(first, last, self.config.batch_size):
+                    x = self.valid_data[start:min(start + self.config.batch_size, last)]
                     if isinstance(objective, Objective):  # at the final KL weight
                         total += objective.terms(model.model, model.guide, x, step=math.inf).loss.item()
                     else:
                         total += objective.loss(model.model, model.guide, x)
         finally:
             self.model.train(was_training)
-        return total / n
+        return float(all_sum(torch.tensor(total, dtype=torch.float64))) / n
 
     def _what_is_kept(self) -> str:
         """What a divergence leaves, and what to do (never naming a checkpoint that does not exist)."""
@@ -282,20 +372,23 @@ class Trainer:
                 raise TrainingDivergedError(f"parameter {name!r} is not finite after epoch {self.epoch + 1}; "
                                             f"this epoch was not saved. {self._what_is_kept()}")
 
-    def _batches(self, order: List[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """The minibatches of one epoch, on the device: indexed on the device for data in memory,
-        read by a DataLoader (``config.workers`` processes; pinned memory on CUDA) for data
-        streamed from disk. Both give the same rows in the same order."""
-        if isinstance(self.train_data, torch.Tensor):
-            for idx in order:
-                yield self.train_data[idx.to(self.device)]
+    def _batches(self, order: List[torch.Tensor]) -> Iterator[Tuple[torch.Tensor, int]]:
+        """The minibatches of one epoch, on the device, with the size of the global minibatch each
+        is (with several processes) a shard of: indexed on the device for data in memory, read by
+        a DataLoader (``config.workers`` processes; pinned memory on CUDA) for data streamed from
+        disk. Both give the same rows in the same order."""
+        sizes = [len(i) for i in order]
+        order = [shard(idx, self.rank, self.world_size) for idx in order]  # this process's part
+        if isinstance(self.train_data, torch.Tensor):  # the epoch's indices reach the device at once
+            for idx, size in zip(torch.cat(order).to(self.device).split([len(i) for i in order]), sizes):
+                yield self.train_data[idx], size
             return
         loader = DataLoader(self.train_data, batch_sampler=[idx.tolist() for idx in order],
                             collate_fn=_already_a_batch, num_workers=self.config.workers,
                             pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(self.epoch))  # not the global stream
-        for batch in loader:
-            yield batch.to(self.device, non_blocking=True)
+        for batch, size in zip(loader, sizes):
+            yield batch.to(self.device, non_blocking=True), size
 
     # -------------------------------------------------------------------- fit
     def fit(self, resume: bool = False, note: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
@@ -319,48 +412,47 @@ class Trainer:
                 self.save()
                 self._write_history()
         elif self.step == 0:  # a fresh start; a later fit() with more epochs continues the streams
-            pyro.set_rng_seed(cfg.seed)
-            self.shuffle_generator.manual_seed(cfg.seed)
-            self.transform_generator.manual_seed(cfg.seed + 1)
+            pyro.set_rng_seed(cfg.seed + self.rank)  # each process draws its own noise...
+            self.shuffle_generator.manual_seed(cfg.seed)  # ...in one shared order of the data
+            self.transform_generator.manual_seed(cfg.seed + 1 + 7919 * self.rank)
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         n = self.train_data.shape[0]
         self.model.train()
+        self._remember_good_state()
         while self.epoch < cfg.epochs:
             start = time.perf_counter()
             if self.batch_order is None:
                 order = torch.randperm(n, generator=self.shuffle_generator).split(cfg.batch_size)
             else:
                 order = self.batch_order(n, cfg.batch_size, self.shuffle_generator)
-            running, count = 0.0, 0
-            window, window_count = 0.0, 0
+            tally = _EpochTally(n)
+            pending: List[torch.Tensor] = []
             bar = tqdm(self._batches(order), total=len(order), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False, mininterval=0.5)
+                       disable=not cfg.progress or self.rank != 0, leave=False, mininterval=0.5)
             with pyro.validation_enabled(False):
-                for i, x in enumerate(bar):
+                for x, global_size in bar:
                     if self.train_transform is not None:
                         x = self.train_transform(x, self.transform_generator)
-                    loss = self.train_step(x)
-                    running += loss * x.shape[0]
-                    count += x.shape[0]
-                    window += loss
-                    window_count += 1
-                    if window_count == LOG_EVERY:
-                        self.step_log.append([self.step, window / window_count])
-                        window, window_count = 0.0, 0
-                    if i % 25 == 0:
-                        bar.set_postfix(loss=f"{running / count:.2f}", refresh=False)
+                    pending.append(self.train_step(x, global_size))
+                    tally.sizes.append(global_size)
+                    if len(pending) == CHECK_EVERY:
+                        tally.add(self._checked_losses(pending), self.step, self.step_log)
+                        pending = []
+                        bar.set_postfix(loss=f"{tally.mean:.2f}", refresh=False)
+                if pending:
+                    tally.add(self._checked_losses(pending), self.step, self.step_log)
             bar.close()
             self.train_seconds += time.perf_counter() - start
             self._check_parameters()
             valid = self.validate()
-            record = {"epoch": self.epoch + 1, "step": self.step, "train_loss": running / count,
+            record = {"epoch": self.epoch + 1, "step": self.step, "train_loss": tally.mean,
                       "valid_loss": valid, "train_seconds": self.train_seconds}
             self.history.append(record)
             self.epoch += 1
             self.save()
             self._write_history()
-            if cfg.progress:
+            if cfg.progress and self.rank == 0:
                 tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}"
                            + (f", valid loss {valid:.3f}" if valid is not None else ""))
         return self.history

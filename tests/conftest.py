@@ -13,6 +13,12 @@ if os.environ.get("PYRO_LVM_DATA"):
     os.environ["PYRO_LVM_DATA"] = os.path.abspath(os.environ["PYRO_LVM_DATA"])
 
 
+# Under pytest-xdist (setup.cfg runs two workers) each worker computes on one thread, so that
+# the workers share the cores instead of fighting over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -542,3 +542,15 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, monkey
     monkeypatch.setattr(files.tempfile, "mkstemp", denied)  # as a read-only folder answers (root ignores modes)
     code, _, err = _run(["train", "vae", *TINY, "--out", str(tmp_path / "ro")], capsys)
     assert code == 2 and "cannot write into" in err and "Permission denied" in err
+
+
+def test_resume_accepts_the_runs_own_tuple_options():
+    """``--hidden 32`` parses to (32,) and config.json holds [32]: the same option, not a change."""
+    from pyro_lvm.runs import _resume_settings
+
+    saved = {"model": "vae", "dataset": "d", "objective": "elbo", "model_config": {"hidden": [32, 16]},
+             "train": {"batch_size": 10, "seed": 0, "epochs": 1, "lr": 1e-3, "clip_norm": None},
+             "objective_options": {}, "eval_particles": 5}
+    assert _resume_settings(saved, {"model_options": {"hidden": (32, 16)}, "epochs": 2}) == {"epochs": [1, 2]}
+    with pytest.raises(ValueError, match=r"hidden \(32,\)"):
+        _resume_settings(saved, {"model_options": {"hidden": (32,)}})

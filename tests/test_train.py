@@ -1,5 +1,6 @@
 import json
 
+import pyro
 import pytest
 import torch
 
@@ -111,3 +112,70 @@ def test_trainer_refuses_an_objective_that_does_not_fit_the_model():
 
     with pytest.raises(InvalidObjectiveError, match="marked for enumeration.*TraceEnum_ELBO"):
         Trainer(GMM(input_dim=2, components=2), ELBO(), torch.randn(10, 2))
+
+
+def test_divergence_between_checks_restores_the_last_checked_state(tmp_path):
+    """Losses are checked every CHECK_EVERY steps, not at each step: a NaN at step 60 is found at
+    the check after step 100 (one epoch of 100 batches), and the model and the optimizer go back to
+    their state after step 50, exactly that of a run stopped there."""
+    from pyro_lvm.train import CHECK_EVERY
+
+    assert CHECK_EVERY == 50
+    x = _data(400)
+
+    def trainer(objective, epochs=1):
+        torch.manual_seed(0)
+        model = VAE(input_dim=10, latent_dim=2, hidden=(8,))
+        return Trainer(model, objective, x, run_dir=None,
+                       config=TrainConfig(epochs=epochs, batch_size=4, lr=1e-2, seed=3, progress=False))
+
+    broken = trainer(_ExplodesAtStep(bad_step=60))
+    with pytest.raises(TrainingDivergedError, match="step 60; the model is back at its state after step 50"):
+        broken.fit()
+    reference = trainer(ELBO())
+    reference.train_data = x[:200]  # 50 steps of the same batches: the permutation's first 50 come first
+    order = torch.randperm(400, generator=torch.Generator().manual_seed(3))
+    reference.train_data = x
+    reference.batch_order = lambda n, b, g: list(order.split(4)[:50])
+    reference.fit()
+    assert broken.step == reference.step == 50
+    for (name, p), q in zip(broken.model.named_parameters(), reference.model.parameters()):
+        assert torch.equal(p, q), name
+    assert torch.equal(broken.optimizer.state_dict()["state"][0]["exp_avg"],
+                       reference.optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+@pytest.mark.parametrize("objective", [ELBO(), IWAE(4), IWAE(4, gradient="dreg")], ids=["elbo", "iwae", "dreg"])
+def test_a_training_step_never_reads_a_tensor_on_the_host(objective, monkeypatch):
+    """No host synchronisation inside a step: reading any tensor's value (item, float, bool,
+    tolist) while the objective computes the loss and its gradients fails this test (Adam's own
+    step counter is a CPU tensor, read without a device synchronisation); the loop reads the
+    losses once per check."""
+    t = _trainer(None, 1, objective=objective)
+    t.fit()  # first run: the objective's checks of the traces (which read values) are done once
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor was read on the host during a training step")
+
+    x = _data()[:32]
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+            m.setattr(torch.Tensor, name, refuse)
+        with pyro.validation_enabled(False):  # as in fit(): data checks are for the public boundary
+            loss = t._loss_and_grads(x)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.cuda
+def test_a_training_step_does_not_synchronise_on_cuda():
+    x = _data().cuda()
+    torch.manual_seed(0)
+    t = Trainer(VAE(input_dim=10, latent_dim=2, hidden=(8,)), ELBO(), x,
+                config=TrainConfig(epochs=1, batch_size=32, device="cuda", progress=False))
+    t.fit()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pyro.validation_enabled(False):
+            t.train_step(x[:32])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -16,7 +16,7 @@ from pyro_lvm.evaluation.marginal_likelihood import log_marginal_likelihood
 
 def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int = 1000,
              batch_size: int = 100, progress: bool = False, prefix: str = "test",
-             proposal: str = "guide") -> Dict[str, float]:
+             proposal: str = "guide", log_px: Optional[torch.Tensor] = None) -> Dict[str, float]:
     """Evaluate ``model`` on ``data``.
 
     Returns ``{prefix}_nll`` (importance-sampled :math:`-\\log p(x)`, nats per
@@ -24,6 +24,8 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     (:math:`-\\mathbb{E}_q \\log p(x \\mid z)`), ``{prefix}_kl``,
     ``active_units``, ``mutual_info`` and ``eval_seconds``; ``proposal="prior"``
     uses the naive estimator (samples from the prior) for ``{prefix}_nll``.
+    ``log_px`` gives the per-point estimates of :math:`\\log p(x)` already
+    computed (e.g. by several processes, each on its part of ``data``).
     Where the likelihood is a probability mass over 8-bit values
     (:attr:`~pyro_lvm.base.LatentVariableModel.bits_per_dim`) it adds
     ``{prefix}_bpd``, :func:`bits_per_dim` of the NLL.
@@ -41,10 +43,8 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     try:
         if not model.latent_sites:  # log p(x) is exact: one "particle" is the answer
             num_particles = 1
-        ll = log_marginal_likelihood(model.model, model.guide, data, num_particles=num_particles,
-                                     batch_size=batch_size, proposal=proposal,
-                                     max_plate_nesting=model.max_plate_nesting, progress=progress,
-                                     max_elements=max(1, 2**24 // model.evaluation_width))
+        ll = log_px if log_px is not None else importance_sampled_log_px(
+            model, data, num_particles, batch_size=batch_size, proposal=proposal, progress=progress)
         split = elbo_split(model.model, model.guide, data,
                            max_plate_nesting=model.max_plate_nesting)
         n_active, mi = 0, 0.0
@@ -67,6 +67,18 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     if model.bits_per_dim:
         result[f"{prefix}_bpd"] = bits_per_dim(result[f"{prefix}_nll"], data.shape[-1])
     return result
+
+
+def importance_sampled_log_px(model: LatentVariableModel, data: torch.Tensor, num_particles: int,
+                              batch_size: int = 100, proposal: str = "guide", progress: bool = False) -> torch.Tensor:
+    """Per-point :func:`~pyro_lvm.evaluation.marginal_likelihood.log_marginal_likelihood` of a
+    model, in chunks whose memory the model's ``evaluation_width`` bounds."""
+    if not model.latent_sites:
+        num_particles = 1
+    return log_marginal_likelihood(model.model, model.guide, data, num_particles=num_particles,
+                                   batch_size=batch_size, proposal=proposal,
+                                   max_plate_nesting=model.max_plate_nesting, progress=progress,
+                                   max_elements=max(1, 2**24 // model.evaluation_width))
 
 
 def bits_per_dim(nll: float, dim: int) -> float:
