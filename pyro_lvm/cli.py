@@ -50,6 +50,9 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> List[str
             continue
         hint = hints[f.name]
         default = f.default
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Union and len(inner) == 1:  # Optional[X]: a flag of type X
+            hint = inner[0]
         if typing.get_origin(hint) is tuple:
             kind, shown = _hidden_arg, ",".join(map(str, default))
         elif hint is bool:

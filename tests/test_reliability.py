@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pyro
+import numpy as np
 import pytest
 import torch
 
@@ -116,6 +117,10 @@ BAD_COMMANDS = [
      2, "Gaussian guide"),
     ("gradients of a vae", ["gradients", "{R}", "--draws", "3"], 2, "discrete-latent"),
     ("gradients one draw", ["gradients", "{D}/bern", "--draws", "1"], 2, "num_draws"),
+    ("conv vqvae with its own number of codes", ["train", "vqvae", "--network", "conv", "--num-latents", "16",
+                                                 "--out", "{N}"], 2, "7x7 grid, so num_latents is 49"),
+    ("conv network on vectors", ["train", "vae", "--network", "conv", "--data-file", "{D}/vectors.npy",
+                                 "--out", "{N}"], 2, "needs the image shape"),
     ("sample words of an image run", ["sample", "{R}", "--sample-words"], 2, "--sample-words is for sentence"),
     ("sample zero images", ["sample", "{R}", "--num", "0"], 2, "--num must be a positive integer"),
     ("sample pixels of a text run", ["sample", "{T}", "--draw-pixels"], 2, "--draw-pixels is for images"),
@@ -177,6 +182,7 @@ def bad_files(runs):
     (runs / "words.csv").write_text("a,b\n1,x\n2,y\n")
     (runs / "three_points.csv").write_text("a,b\n" + "0,0\n" * 5 + "1,1\n" * 5 + "2,0\n" * 5)
     (runs / "bom.csv").write_bytes("\ufeffa,b\n1,2\n3,5\n4,1\n7,7\n2,9\n".encode("utf-8"))
+    np.save(runs / "vectors.npy", np.random.default_rng(0).random((50, 6)).astype(np.float32))
     if not (runs / "gmm").exists():
         assert main(["train", "gmm", "--data-file", str(runs / "table.csv"), "--components", "2", "--restarts", "1",
                      "--out", str(runs / "gmm")]) == 0
