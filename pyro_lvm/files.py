@@ -11,6 +11,7 @@ by a killed write (``.NAME.*.partial``) is removed by
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -148,3 +149,12 @@ def _check_writable(folder: Path) -> None:
         raise ValueError(f"cannot write into {folder}: {e.strerror or e}") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks: the fingerprint a run keeps of its data files."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -21,9 +21,15 @@ MODEL = ["catvae", "--estimator", "enum", "--num-latents", "1", "--num-classes",
          "--batch-size", "100", "--seed", "3", "--eval-particles", "2", "--no-progress", "--no-figures"]
 
 
-def _run(args, out, processes, tmp_path):
+def _env():
+    """One thread per process, and the embedded data set."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("PYRO_LVM_DATA", None)  # the embedded data set
+    env.pop("PYRO_LVM_DATA", None)
+    return env
+
+
+def _run(args, out, processes, tmp_path):
+    env = _env()
     if processes == 1:
         cmd = [sys.executable, "-m", "pyro_lvm", *args, "--out", str(out)]
     else:
@@ -69,11 +75,9 @@ def test_an_interrupted_two_process_run_resumes(tmp_path):
     uninterrupted one, with as many processes (and is refused with another number)."""
     _run(["train", *MODEL, "--epochs", "2"], tmp_path / "straight", 2, tmp_path)
     _run(["train", *MODEL, "--epochs", "1"], tmp_path / "cut", 2, tmp_path)  # stopped after epoch 1
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("PYRO_LVM_DATA", None)
     alone = subprocess.run([sys.executable, "-m", "pyro_lvm", "train", *MODEL, "--epochs", "2", "--resume",
                             "--out", str(tmp_path / "cut")], capture_output=True, text=True, timeout=600,
-                           cwd=tmp_path, env=env)
+                           cwd=tmp_path, env=_env())
     assert alone.returncode == 2 and "written by 2 processes" in alone.stderr
     resumed = _run(["train", *MODEL, "--epochs", "2", "--resume"], tmp_path / "cut", 2, tmp_path)
     assert json.loads(resumed.stdout)["train_steps"] == 100

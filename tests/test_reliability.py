@@ -25,6 +25,7 @@ from pyro_lvm.files import atomic_write, claim_output_folder, remove_partial_fil
 from pyro_lvm.models import VAE, BernVAE
 from pyro_lvm.objectives import ELBO, TraceGraphELBO
 from pyro_lvm.train import TrainConfig, Trainer, TrainingDivergedError
+from resuming import assert_same_parameters, straight_and_resumed
 
 TINY = ["--epochs", "1", "--no-progress", "--no-figures", "--eval-particles", "2", "--latent-dim", "2",
         "--hidden", "8"]
@@ -387,15 +388,9 @@ def test_reinforce_with_a_batch_that_does_not_divide_the_data_and_exact_resume(t
         return Trainer(model, TraceGraphELBO(), x, config=TrainConfig(epochs=epochs, batch_size=32, progress=False),
                        run_dir=run_dir)
 
-    straight = trainer(tmp_path / "a", 3)
-    straight.fit()  # 3 batches an epoch, the last of 6 points
-    first = trainer(tmp_path / "b", 1)
-    first.fit()
-    pyro.clear_param_store()
-    resumed = trainer(tmp_path / "b", 3)
-    resumed.fit(resume=True)
-    for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
-        assert torch.equal(p, q), name
+    # 3 batches an epoch, the last of 6 points; the param store cleared before resuming
+    straight, resumed = straight_and_resumed(trainer, tmp_path, 3, between=pyro.clear_param_store)
+    assert_same_parameters(straight, resumed)
 
 
 # ------------------------------------------------------------------ divergence

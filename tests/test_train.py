@@ -9,6 +9,7 @@ from pyro_lvm.models import VAE
 from pyro_lvm.objectives import ELBO, IWAE
 from pyro_lvm.objectives.base import LossTerms
 from pyro_lvm.train import TrainConfig, Trainer, TrainingDivergedError
+from resuming import assert_same_parameters, straight_and_resumed
 
 
 def _data(n=120):
@@ -25,14 +26,8 @@ def _trainer(run_dir, epochs, objective=None):
 
 
 def test_resume_continues_exactly(tmp_path):
-    straight = _trainer(tmp_path / "a", 3)
-    straight.fit()
-    first = _trainer(tmp_path / "b", 1)
-    first.fit()
-    resumed = _trainer(tmp_path / "b", 3)
-    resumed.fit(resume=True)
-    for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
-        assert torch.equal(p, q), name
+    straight, resumed = straight_and_resumed(_trainer, tmp_path, 3)
+    assert_same_parameters(straight, resumed)
     def strip(history):
         return [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]
 

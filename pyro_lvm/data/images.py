@@ -23,6 +23,7 @@ the validation and test splits are read into memory.
 from __future__ import annotations
 
 import hashlib
+import io
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from pyro_lvm.data.datasets import DATASETS, DataSplits
+from pyro_lvm.files import file_sha256
 
 #: an ``.npy`` file larger than this is streamed from disk unless ``stream=False``
 STREAM_BYTES = 2 ** 30
@@ -121,15 +123,6 @@ def _labels(a: Optional[np.ndarray], n: int, where: str) -> Optional[torch.Tenso
     return torch.from_numpy(a.astype(np.int64))
 
 
-def sha256_of(path: Path, chunk: int = 2 ** 22) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class StreamedRows(torch.utils.data.Dataset):
     """Rows of a memory-mapped ``.npy`` array, read on demand as float32 tensors.
 
@@ -212,7 +205,7 @@ def _from_arrays(name: str, path: Path, arrays: Dict[str, np.ndarray], labels: D
             cut["valid"] = valid_idx
         if "test" not in arrays:
             cut["test"] = test_idx
-        if len(cut) == 2:  # only one split missing: it takes the share of both
+        if len(cut) == 2:  # only one split missing: it takes its share, the training set keeps the rest
             missing = next(k for k in cut if k != "train")
             cut = {"train": np.sort(np.concatenate([train_idx, valid_idx if missing == "test" else test_idx])),
                    missing: cut[missing]}
@@ -241,7 +234,7 @@ def _from_arrays(name: str, path: Path, arrays: Dict[str, np.ndarray], labels: D
             f"split_indices(seed={split_seed}): 10% test, 10% validation"}
     return DataSplits(name, splits["train"], splits["valid"], splits["test"], support=support,
                       image_shape=image_shape, labels=split_labels, info=info,
-                      files={str(path): sha256_of(path)} if path.is_file() else {})
+                      files={str(path): file_sha256(path)} if path.is_file() else {})
 
 
 def _read_npz(path: Path) -> Tuple[Dict[str, np.ndarray], Dict[str, Optional[np.ndarray]]]:
@@ -349,11 +342,12 @@ def _image_files(folder: Path) -> Tuple[List[Path], Optional[List[int]], Optiona
     return top, None, None
 
 
-def _read_image(path: Path, mode: str, size: Optional[Tuple[int, int]], fit: str):
+def _read_image(path: Path, raw: bytes, mode: str, size: Optional[Tuple[int, int]], fit: str):
+    """The image in the bytes ``raw`` of the file ``path``, in ``mode``, brought to ``size`` by ``fit``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(raw)) as image:
             image.load()
             if size is None:
                 return image.convert(mode)
@@ -378,11 +372,10 @@ def image_folder(data_dir=None, download: bool = True, image_folder: Optional[st
     :param image_size: ``N`` or ``HxW``; images are brought to it by ``fit``
         (``"resize"``: scaled, ``"crop"``: centre-cropped to the aspect ratio,
         then scaled). Without it every image must have the same size.
-    :param color: ``"grayscale"``, ``"rgb"``, or ``"auto"`` (RGB when any image has colour).
+    :param color: ``"grayscale"``, ``"rgb"``, or ``"auto"`` (RGB when any pixel of any image has
+        colour, i.e. unequal red, green and blue).
     :param split_seed: the seed of :func:`split_indices`.
     """
-    from PIL import Image
-
     if image_folder is None:
         raise ValueError("data set 'image_folder' needs a folder: --image-folder DIR")
     folder = Path(image_folder).resolve()
@@ -394,27 +387,25 @@ def image_folder(data_dir=None, download: bool = True, image_folder: Optional[st
         raise ValueError(f"color must be one of {COLORS}, got {color!r}")
     size = _parse_size(image_size)
     files, labels, classes = _image_files(folder)
-    if color == "auto":
-        def has_colour(p: Path) -> bool:
-            try:
-                with Image.open(p) as im:
-                    return im.mode not in ("1", "L", "LA", "I", "I;16", "F")
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{p} is not a readable image ({e})") from None
-        color = "rgb" if any(has_colour(p) for p in files) else "grayscale"
-    mode = "RGB" if color == "rgb" else "L"
+    mode = "L" if color == "grayscale" else "RGB"  # "auto": read as RGB, kept so if any pixel has colour
     pixels, first = [], None
     digest = hashlib.sha256()
     for p in files:
-        image = np.asarray(_read_image(p, mode, size, fit), dtype=np.uint8)
+        raw = p.read_bytes()  # each file is read once, for its pixels and for the run's fingerprint
+        image = np.asarray(_read_image(p, raw, mode, size, fit), dtype=np.uint8)
         if first is None:
             first = (p, image.shape)
         elif image.shape != first[1]:
             raise ValueError(f"{p} is {image.shape[1]}x{image.shape[0]} pixels but {first[0]} is "
                              f"{first[1][1]}x{first[1][0]}: give --image-size to resize them all")
         pixels.append(image)
-        digest.update(str(p.relative_to(folder)).encode() + b"\0" + p.read_bytes())
+        digest.update(str(p.relative_to(folder)).encode() + b"\0" + raw)
     stack = np.stack(pixels)
+    if color == "auto":
+        grey = (stack[..., 0] == stack[..., 1]).all() and (stack[..., 0] == stack[..., 2]).all()
+        color = "grayscale" if grey else "rgb"
+        if grey:
+            stack = np.ascontiguousarray(stack[..., 0])
     if stack.ndim == 4:  # (N, H, W, 3) -> (N, 3, H, W)
         stack = np.ascontiguousarray(np.moveaxis(stack, -1, 1))
     data = _from_arrays("image_folder", folder, {"train": stack},

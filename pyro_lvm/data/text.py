@@ -32,7 +32,7 @@ import torch
 from pyro_lvm.data.datasets import DATASETS, DataSplits
 from pyro_lvm.data.directory import resolve_data_dir
 from pyro_lvm.data.download import DataNotFoundError, RemoteFile, fetch
-from pyro_lvm.files import write_json
+from pyro_lvm.files import file_sha256, write_json
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -135,17 +135,6 @@ def read_sentences(path) -> List[List[str]]:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); convert it, e.g. "
                          f"iconv -t UTF-8") from None
     return parse_sentences(text)
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes, the fingerprint a run keeps of its data files."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def to_tensor(sentences: Sequence[Sequence[str]], vocab: Vocabulary) -> torch.Tensor:
