@@ -7,6 +7,8 @@ ELBO or the IWAE bound, reports the importance-sampled test log-likelihood,
 and writes figures. A thin script over the public API::
 
     python examples/vae.py --epochs 10 --objective iwae --particles 5 --out runs/vae
+    python examples/vae.py --prior vamp --pseudo-inputs 500 --out runs/vamp      # VampPrior
+    python examples/vae.py --guide-flow iaf --flow-layers 2 --out runs/iaf       # IAF guide
 
 Without ``--dataset`` it uses the small binarized MNIST shipped in the package.
 """
@@ -26,6 +28,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--latent-dim", type=int, default=50)
     p.add_argument("--hidden", default="200,200")
+    p.add_argument("--prior", default="normal", choices=["normal", "vamp"])
+    p.add_argument("--pseudo-inputs", type=int, default=500)
+    p.add_argument("--guide-flow", default="none", choices=["none", "iaf", "planar"])
+    p.add_argument("--flow-layers", type=int, default=2)
     p.add_argument("--objective", default="elbo", choices=["elbo", "meanfield", "iwae"])
     p.add_argument("--particles", type=int, default=None)
     p.add_argument("--eval-particles", type=int, default=1000)
@@ -37,7 +43,9 @@ def main(args):
     objective_options = {} if args.particles is None else {"num_particles": args.particles}
     metrics = train_run(
         "vae", args.out, dataset=args.dataset, data_dir=args.data_dir,
-        model_options={"latent_dim": args.latent_dim, "hidden": args.hidden},
+        model_options={"latent_dim": args.latent_dim, "hidden": args.hidden, "prior": args.prior,
+                       "pseudo_inputs": args.pseudo_inputs, "guide_flow": args.guide_flow,
+                       "flow_layers": args.flow_layers},
         objective=args.objective, objective_options=objective_options,
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size),
         eval_particles=args.eval_particles,

@@ -231,6 +231,10 @@ class LatentVariableModel(PyroModule):
         """The objective used when a command does not name one."""
         return "elbo"
 
+    def initialize(self, train: torch.Tensor) -> None:
+        """Called once with the training data before a new run trains (not on resume), for
+        data-dependent starting values (e.g. the VampPrior's pseudo-inputs); no-op here."""
+
     def set_step(self, step: int) -> None:
         """Called by the trainer before every step (e.g. to anneal a temperature); no-op here."""
 

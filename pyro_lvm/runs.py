@@ -269,6 +269,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         config = None
     pyro.set_rng_seed(train.seed)  # the initial weights follow the seed too
     model = MODELS.get(model_name).from_config(model_options)
+    if config is None:  # a new run: data-dependent starting values (a resumed one reads its checkpoint)
+        model.initialize(data.train_rows())
     objective = objective or model.default_objective
     obj = build_objective(objective, **objective_options)
     data.to(train.device)

@@ -3,7 +3,7 @@
 import torch
 from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
-from pyro_lvm.models import GMM, LSTMLM, PPCA, VAE, VQVAE, BernVAE, CatVAE, TextVAE
+from pyro_lvm.models import GMM, HVAE, LSTMLM, PPCA, VAE, VQVAE, BernVAE, CatVAE, TextVAE
 from pyro_lvm.objectives import ELBO, IWAE, VIMCO, EnumELBO, LinearSchedule, MeanFieldELBO, TraceGraphELBO
 
 
@@ -46,6 +46,13 @@ MODEL_CASES = {
     "vae-conv-dlogistic": (lambda: VAE(input_dim=60, latent_dim=3, network="conv", channels=(3, 4),
                                        image_shape=(2, 6, 5), likelihood="discretized_logistic"),
                            lambda n: _eight_bit(n, 60)),
+    "vae-vamp": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16,), prior="vamp", pseudo_inputs=4),
+                 lambda n: _binary(n, 12)),
+    "vae-iaf": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16,), guide_flow="iaf", flow_hidden=(8,),
+                            flow_context=4), lambda n: _binary(n, 12)),
+    "vae-planar": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16,), guide_flow="planar", flow_layers=3,
+                               flow_hidden=(8,), flow_context=4, likelihood="gaussian"), lambda n: _real(n, 12)),
+    "hvae": (lambda: HVAE(input_dim=12, latent_dims=(4, 2), hidden=(16,), hidden2=(8,)), lambda n: _binary(n, 12)),
     "ppca": (lambda: PPCA(input_dim=4, latent_dim=2), lambda n: _real(n, 4)),
     "bernvae-conv-st": (lambda: BernVAE(input_dim=49, latent_dim=4, network="conv", channels=(3,),
                                         image_shape=(1, 7, 7), estimator="st"), lambda n: _binary(n, 49)),
@@ -78,7 +85,8 @@ MODEL_CASES = {
 }
 
 #: registry name -> the cases that cover it
-COVERS = {"vae": ["vae-bernoulli", "vae-gaussian", "vae-conv-dlogistic"], "ppca": ["ppca"],
+COVERS = {"vae": ["vae-bernoulli", "vae-gaussian", "vae-conv-dlogistic", "vae-vamp", "vae-iaf", "vae-planar"],
+          "hvae": ["hvae"], "ppca": ["ppca"],
           "vqvae": ["vqvae-gaussian", "vqvae-ema", "vqvae-bernoulli", "vqvae-conv"],
           "textvae": ["textvae"], "lstmlm": ["lstmlm"],
           "gmm": ["gmm-full", "gmm-diag", "gmm-spherical"],
@@ -128,7 +136,7 @@ _RELAXED = {"bernvae-gumbel", "catvae-gumbel"}
 _DISCRETE = {f"{m}-{e}" for m in ("bernvae", "catvae") for e in ("reinforce", "vimco")}
 #: hard samples with a straight-through gradient
 _STRAIGHT_THROUGH = {"bernvae-st", "catvae-st", "bernvae-st-gumbel", "catvae-st-gumbel", "bernvae-conv-st"}
-_NOT_REBUILDABLE = {"bernvae-gumbel-concrete", "catvae-gumbel-concrete"}
+_NOT_REBUILDABLE = {"bernvae-gumbel-concrete", "catvae-gumbel-concrete", "vae-iaf", "vae-planar"}
 _IMPORTANCE_WEIGHTED = {"iwae", "iwae-dreg", "iwae-beta-annealed", "vimco", "RenyiELBO"}
 _CLOSED_FORM_KL = {"meanfield", "meanfield-annealed-freebits", "elbo-freebits", "TraceMeanField_ELBO"}
 _ENUM = {"enum", "TraceEnum_ELBO"}
@@ -144,7 +152,9 @@ REFUSALS = [
     (_DISCRETE, {"iwae-dreg"}, "doubly reparameterized"),
     (_STRAIGHT_THROUGH, _IMPORTANCE_WEIGHTED, "straight-through gradient"),
     (_NOT_REBUILDABLE, {"iwae-dreg"}, "stopped parameters"),
-    (_VQ | {"ppca"}, _FREE_BITS, "independent dimensions"),
+    ({"hvae"}, _CLOSED_FORM_KL | {"meanfield-annealed-freebits"}, "not mean-field"),
+    ({"hvae"}, {"iwae-dreg"}, "pathwise gradient through"),
+    (_VQ | {"ppca", "vae-iaf", "vae-planar", "vae-vamp"}, _FREE_BITS, "independent dimensions"),
     (_VQ, {"meanfield", "TraceMeanField_ELBO", "iwae-dreg"}, "factor 'vq_loss'"),
     (_VQ | {"textvae", "lstmlm", "bernvae-reinforce", "catvae-reinforce"}, {"JitTrace_ELBO"}, "torch.jit.trace"),
 ]

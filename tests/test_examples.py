@@ -12,7 +12,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: script -> tiny-budget arguments
 TINY = {
     "vae.py": ["--epochs", "1", "--latent-dim", "4", "--hidden", "32", "--eval-particles", "5",
-               "--objective", "iwae", "--particles", "2"],
+               "--objective", "iwae", "--particles", "2", "--prior", "vamp", "--pseudo-inputs", "20"],
+    "hvae.py": ["--epochs", "1", "--latent-dims", "6,3", "--hidden", "32", "--hidden2", "16", "--eval-particles",
+                "5", "--compare"],
     "gmm.py": ["--restarts", "2", "--max-components", "3"],
     "text_vae.py": ["--epochs", "1", "--embed-dim", "8", "--hidden-dim", "16", "--eval-particles", "2",
                     "--anneal-steps", "10", "--data-file", "TEXT_FILE"],

@@ -18,6 +18,12 @@ Pyro's, is checked against them:
   ``TraceMeanField_ELBO`` cannot take it;
 * ``RenyiELBO`` puts every scale (a minibatch's :math:`N/B`, a KL weight)
   inside its log-sum-exp, so no site may be scaled;
+* a guide site marked ``infer={"parents": (...)}`` makes the guide not
+  mean-field: no closed-form KL objective may take it;
+* an objective that evaluates :math:`\log q` at stopped parameters (DReG)
+  cannot take a guide site marked ``infer={"parents": (...)}``, whose
+  parameters are computed from the guide's own samples of other sites:
+  stopping them would also stop the pathwise gradient through those samples;
 * a ``Jit*`` ELBO freezes the model at its first call: the model must not
   say :attr:`~pyro_lvm.base.LatentVariableModel.not_traceable`.
 
@@ -75,6 +81,8 @@ class Traits:
     :param bool guide_factors: accepts observed sites (``pyro.factor``) in the guide.
     :param bool scaled_sites: accepts scaled sites (minibatch ``N/B``, KL weights).
     :param bool traced: compiles the model with ``torch.jit.trace``.
+    :param bool stops_guide_parameters: evaluates ``log q`` with the guide's distribution
+        parameters detached (DReG).
     :param str instead: what to use when the check fails, appended to messages.
     """
 
@@ -86,6 +94,7 @@ class Traits:
     guide_factors: bool = True
     scaled_sites: bool = True
     traced: bool = False
+    stops_guide_parameters: bool = False
     instead: str = ""
 
 
@@ -294,6 +303,16 @@ def check_traces(traits: Traits, model_trace, guide_trace, model, checked: Optio
         if site["infer"].get("enumerate") is not None and not traits.enumerates:
             _fail(traits, model, f"the guide site {name!r} is marked for enumeration; use TraceEnum_ELBO or "
                                  "objective 'enum', which sum it out")
+        parents = site["infer"].get("parents")
+        if traits.analytic_kl and parents:
+            _fail(traits, model, f"the guide computes its distribution of {name!r} from its samples of "
+                                 f"{', '.join(map(repr, parents))}, so it is not mean-field: a closed-form KL "
+                                 "would integrate out a value that another guide site was computed from; "
+                                 "use Trace_ELBO or objective 'elbo'")
+        if traits.stops_guide_parameters and gradients and parents:
+            _fail(traits, model, f"the guide's distribution of {name!r} is computed from its samples of "
+                                 f"{', '.join(map(repr, parents))}; stopping its parameters would also stop the "
+                                 "pathwise gradient through them; use gradient='reparam'")
         if traits.reparam_only and gradients and not site["fn"].has_rsample:
             _fail(traits, model, f"the guide site {name!r} ({_dist_name(site['fn'])}) has no rsample; "
                                  f"{traits.reparam_only}")

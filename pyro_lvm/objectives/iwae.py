@@ -99,7 +99,7 @@ class IWAE(Objective):
         self.gradient = gradient
         if gradient == "dreg":  # log q at stopped parameters: a guide factor would lose its gradient
             self.traits = Traits("objective 'iwae' with DReG gradients", pathwise_only=True, guide_factors=False,
-                                 reparam_only="the doubly reparameterized gradient needs continuous, "
+                                 stops_guide_parameters=True, reparam_only="the doubly reparameterized gradient needs continuous, "
                                  "reparameterized latents: use gradient='reparam' or VIMCO")
 
     def bound(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> torch.Tensor:
