@@ -231,6 +231,15 @@ class LatentVariableModel(PyroModule):
         """The objective used when a command does not name one."""
         return "elbo"
 
+    def prepare_data(self, data):
+        """The :class:`~pyro_lvm.data.DataSplits` as this model reads it (e.g. with the class labels as a
+        column); called by the command line after loading a data set; unchanged here."""
+        return data
+
+    def observed_values(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of data rows that the likelihood scores (all of a row here; not a label column)."""
+        return x
+
     def initialize(self, train: torch.Tensor) -> None:
         """Called once with the training data before a new run trains (not on resume), for
         data-dependent starting values (e.g. the VampPrior's pseudo-inputs); no-op here."""
@@ -248,11 +257,15 @@ class LatentVariableModel(PyroModule):
 
         Raises :class:`ValueError` that says what was expected and what came.
         """
+        return self.check_values(x, name, self.input_dim)
+
+    def check_values(self, x: Any, name: str, width: int) -> torch.Tensor:
+        """:meth:`check_data` for rows of ``width`` values that the likelihood scores."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 2 or x.shape[-1] != self.input_dim:
+        if x.dim() != 2 or x.shape[-1] != width:
             raise ValueError(
-                f"{name} must have shape (num_points, {self.input_dim}), got {tuple(x.shape)}"
+                f"{name} must have shape (num_points, {width}), got {tuple(x.shape)}"
             )
         if x.shape[0] == 0:
             raise ValueError(f"{name} is empty")
@@ -298,8 +311,10 @@ class LatentVariableModel(PyroModule):
 
         return mutual_information(self.encode, x)
 
-    def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        """Model-specific numbers for ``metrics.json``, given the generic ``metrics`` (none by default)."""
+    def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any],
+                      labels: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, Any]:
+        """Model-specific numbers for ``metrics.json``, given the generic ``metrics`` and the data set's
+        class labels by split where known (none by default)."""
         return {}
 
     def extra_figures(self, data: Any, out: Any) -> Dict[str, str]:

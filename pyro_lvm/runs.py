@@ -88,6 +88,7 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
             samples = model.generate(num).cpu().numpy()
             x = data.test[evenly_spaced(data.test.shape[0], 32).to(data.test.device)]
             recon = model.reconstruct(x).cpu().numpy()
+            x = model.observed_values(x)  # without a label column
         figures["samples"] = str(image_grid(samples, data.image_shape, out / "samples.png",
                                             "means of p(x|z), z from the prior"))
         figures["reconstructions"] = str(reconstructions(x.cpu().numpy(), recon, data.image_shape,
@@ -95,6 +96,10 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
         with torch.no_grad():
             figures.update(latent_figures(model, data, out))
             figures.update(model.extra_figures(data, out))
+            if hasattr(model, "class_samples"):  # a model with class labels: a row of samples per class
+                figures["class_samples"] = str(image_grid(
+                    model.class_samples(8).cpu().numpy(), data.image_shape, out / "class_samples.png",
+                    f"a row per class ({model.config.num_classes}), the same z down each column"))
     return figures
 
 
@@ -115,7 +120,8 @@ def latent_figures(model, data: DataSplits, out: Path, num_points: int = 2000, m
                                              title=f"posterior means of {x.shape[0]} test points"))}
     prior = model.prior(1)
     base = getattr(prior, "base_dist", prior)
-    if isinstance(base, torch.distributions.Normal) and codes.shape[1] == base.loc.shape[-1]:
+    decodes_z = not hasattr(model, "class_samples")  # a labelled model decodes (z, y): its own figure
+    if isinstance(base, torch.distributions.Normal) and codes.shape[1] == base.loc.shape[-1] and decodes_z:
         loc, scale = base.loc.reshape(-1), base.scale.reshape(-1)
         dims = codes.var(0).argsort(descending=True)[:max_dims].tolist()
         values = torch.linspace(-span, span, steps, device=codes.device)
@@ -131,7 +137,7 @@ def latent_figures(model, data: DataSplits, out: Path, num_points: int = 2000, m
 #: the files a run folder may hold (``--overwrite`` removes these and nothing else)
 RUN_FILES = (CONFIG, CHECKPOINT, HISTORY, METRICS, EVAL, VOCAB, "gradients.json", "gradients.md", "ppc.json",
              "inference_data.nc", "samples.png", "reconstructions.png", "training_curve.png", "category_grid.png",
-             "ppc.png", "latents.png", "traversals.png", "sample_grid.png")
+             "ppc.png", "latents.png", "traversals.png", "sample_grid.png", "class_samples.png")
 #: settings that ``--resume`` may change; they are applied and recorded in the history
 RESUMABLE = ("epochs", "lr", "clip_norm", "eval_particles")
 
@@ -269,7 +275,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         config = None
     pyro.set_rng_seed(train.seed)  # the initial weights follow the seed too
     model = MODELS.get(model_name).from_config(model_options)
-    if config is None:  # a new run: data-dependent starting values (a resumed one reads its checkpoint)
+    if config is None:  # a new run: the data as the model reads it, data-dependent starting values
+        data = model.prepare_data(data)  # (a resumed run's data came prepared; it reads its checkpoint)
         model.initialize(data.train_rows())
     objective = objective or model.default_objective
     obj = build_objective(objective, **objective_options)
@@ -295,7 +302,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
     metrics.update(train_steps=trainer.step, train_seconds=trainer.train_seconds,
                    steps_per_second=trainer.step / max(trainer.train_seconds, 1e-9),
                    epochs=trainer.epoch, dataset=dataset, model=model_name, objective=objective)
-    metrics.update(model.extra_metrics(data.train_rows().to(data.test.device), data.test, metrics))
+    metrics.update(model.extra_metrics(data.train_rows().to(data.test.device), data.test, metrics,
+                                         labels=data.labels))
     epochs_done = [r for r in history if "train_loss" in r]
     if epochs_done and epochs_done[-1].get("valid_loss") is not None:
         metrics["valid_loss"] = epochs_done[-1]["valid_loss"]
@@ -360,6 +368,7 @@ def load_run_data(run_dir, data_dir=None, device: str = "cpu", model: bool = Tru
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}, a data file of the run {run_dir}, is missing")
     data = load_dataset(config["dataset"], data_dir, **options).to(device)
+    data = (trained if trained is not None else build_model(config)).prepare_data(data)  # e.g. a label column
     for path, digest in config.get("data_files", {}).items():
         now = data.files.get(path)
         if now is not None and now != digest:
@@ -401,7 +410,8 @@ def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str 
     pyro.set_rng_seed(seed)
     result = evaluate(model, data.test, num_particles=num_particles, progress=progress,
                       proposal=proposal)
-    result.update(model.extra_metrics(data.train_rows().to(data.test.device), data.test, result))
+    result.update(model.extra_metrics(data.train_rows().to(data.test.device), data.test, result,
+                                        labels=data.labels))
     result.update(dataset=config["dataset"], model=config["model"], seed=seed)
     if amortization_gap:
         from pyro_lvm.evaluation.amortization import amortization_gap as gaps

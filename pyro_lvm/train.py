@@ -180,7 +180,11 @@ class Trainer:
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.objective = objective
-        if isinstance(train, torch.Tensor):  # in memory: moved to the device once
+        if train_transform is not None:  # the model sees transformed minibatches (e.g. binarized afresh)
+            first = torch.as_tensor(train[:min(len(train), 1024)]).cpu()
+            model.check_data(train_transform(first, torch.Generator().manual_seed(0)), "training data")
+            self.train_data = train.to(self.device) if isinstance(train, torch.Tensor) else train
+        elif isinstance(train, torch.Tensor):  # in memory: moved to the device once
             self.train_data = model.check_data(train, "training data").to(self.device)
         else:  # streamed from disk (rows read on demand, e.g. StreamedRows): checked on its first rows
             model.check_data(train[:min(len(train), 1024)], "training data")

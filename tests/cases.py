@@ -3,7 +3,7 @@
 import torch
 from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
-from pyro_lvm.models import GMM, HVAE, LSTMLM, PPCA, VAE, VQVAE, BernVAE, CatVAE, TextVAE
+from pyro_lvm.models import CVAE, GMM, HVAE, LSTMLM, PPCA, SSVAE, VAE, VQVAE, BernVAE, CatVAE, TextVAE
 from pyro_lvm.objectives import ELBO, IWAE, VIMCO, EnumELBO, LinearSchedule, MeanFieldELBO, TraceGraphELBO
 
 
@@ -26,6 +26,14 @@ def _tokens(n, vocab=9, seed=0):
         x[i, :k] = torch.randint(4, vocab, (k,), generator=g)
         x[i, k] = 3
     return x
+
+
+def _labelled(n, d, classes, unknown, seed=0):
+    """binary rows with a label column; every other label unknown (-1) when ``unknown``"""
+    y = torch.arange(n) % classes
+    if unknown:
+        y[1::2] = -1
+    return torch.cat([_binary(n, d, seed), y.float().unsqueeze(-1)], dim=-1)
 
 
 def _eight_bit(n, d, seed=0):
@@ -53,6 +61,12 @@ MODEL_CASES = {
     "vae-planar": (lambda: VAE(input_dim=12, latent_dim=3, hidden=(16,), guide_flow="planar", flow_layers=3,
                                flow_hidden=(8,), flow_context=4, likelihood="gaussian"), lambda n: _real(n, 12)),
     "hvae": (lambda: HVAE(input_dim=12, latent_dims=(4, 2), hidden=(16,), hidden2=(8,)), lambda n: _binary(n, 12)),
+    "ssvae": (lambda: SSVAE(input_dim=12, num_classes=3, latent_dim=2, hidden=(16,)),
+              lambda n: _labelled(n, 12, 3, unknown=True)),
+    "ssvae-all-labelled": (lambda: SSVAE(input_dim=12, num_classes=3, latent_dim=2, hidden=(16,)),
+                           lambda n: _labelled(n, 12, 3, unknown=False)),
+    "cvae": (lambda: CVAE(input_dim=12, num_classes=3, latent_dim=2, hidden=(16,)),
+             lambda n: _labelled(n, 12, 3, unknown=False)),
     "ppca": (lambda: PPCA(input_dim=4, latent_dim=2), lambda n: _real(n, 4)),
     "bernvae-conv-st": (lambda: BernVAE(input_dim=49, latent_dim=4, network="conv", channels=(3,),
                                         image_shape=(1, 7, 7), estimator="st"), lambda n: _binary(n, 49)),
@@ -86,7 +100,7 @@ MODEL_CASES = {
 
 #: registry name -> the cases that cover it
 COVERS = {"vae": ["vae-bernoulli", "vae-gaussian", "vae-conv-dlogistic", "vae-vamp", "vae-iaf", "vae-planar"],
-          "hvae": ["hvae"], "ppca": ["ppca"],
+          "hvae": ["hvae"], "ppca": ["ppca"], "ssvae": ["ssvae", "ssvae-all-labelled"], "cvae": ["cvae"],
           "vqvae": ["vqvae-gaussian", "vqvae-ema", "vqvae-bernoulli", "vqvae-conv"],
           "textvae": ["textvae"], "lstmlm": ["lstmlm"],
           "gmm": ["gmm-full", "gmm-diag", "gmm-spherical"],
@@ -145,7 +159,8 @@ _FREE_BITS = {"elbo-freebits", "meanfield-annealed-freebits"}
 #: (model cases, objective cases, a phrase the refusal must contain), first match wins;
 #: every pair listed nowhere must train
 REFUSALS = [
-    (_GMM | {"catvae-enum"}, set(ALL_OBJECTIVES) - _ENUM, "enumeration"),
+    ({"ssvae"}, {"JitTrace_ELBO"}, "torch.jit.trace"),
+    (_GMM | {"catvae-enum", "ssvae"}, set(ALL_OBJECTIVES) - _ENUM, "enumeration"),
     (_RELAXED, set(ALL_OBJECTIVES) - _CLOSED_FORM_KL, "outside the support"),
     (_DISCRETE, _CLOSED_FORM_KL, "no rsample"),
     (_DISCRETE, {"RenyiELBO"}, "no score-function gradient"),
@@ -156,7 +171,8 @@ REFUSALS = [
     ({"hvae"}, {"iwae-dreg"}, "pathwise gradient through"),
     (_VQ | {"ppca", "vae-iaf", "vae-planar", "vae-vamp"}, _FREE_BITS, "independent dimensions"),
     (_VQ, {"meanfield", "TraceMeanField_ELBO", "iwae-dreg"}, "factor 'vq_loss'"),
-    (_VQ | {"textvae", "lstmlm", "bernvae-reinforce", "catvae-reinforce"}, {"JitTrace_ELBO"}, "torch.jit.trace"),
+    (_VQ | {"textvae", "lstmlm", "bernvae-reinforce", "catvae-reinforce", "ssvae-all-labelled"}, {"JitTrace_ELBO"},
+     "torch.jit.trace"),
 ]
 
 #: parameters that a pair may leave unchanged: the learned REINFORCE baseline, which only

@@ -303,7 +303,8 @@ class SentenceModel(LatentVariableModel):
             results.append(best[0])
         return results
 
-    def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any],
+                      labels=None) -> Dict[str, Any]:
         """``test_ppl`` = exp(total NLL / total tokens, ``<eos>`` counted) and ``tokens_per_second``."""
         out: Dict[str, Any] = {"test_tokens": int(lengths(test).sum())}
         if "test_nll" in metrics:  # a diverged model's NLL can be huge: its perplexity is then inf

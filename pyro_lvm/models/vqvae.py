@@ -314,7 +314,8 @@ class VQVAE(LatentVariableModel):
                     for i in range(0, x.shape[0], batch_size))
         return total / x.numel()
 
-    def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any],
+                      labels=None) -> Dict[str, Any]:
         """Code usage, reconstruction MSE and the shallow k-means baseline with the same K."""
         from pyro_lvm.inference.kmeans import kmeans
 
