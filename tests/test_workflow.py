@@ -25,7 +25,9 @@ from pyro_lvm.runs_workflow import compare_log_likelihoods
 
 from cases import MODEL_CASES
 
-AMORTIZED = sorted(m for m in MODEL_CASES if not m.startswith("gmm"))
+#: the ssvae's model splits rows into labelled and unlabelled parts (two plates), which the generic
+#: posterior predictive (the model replayed at x=None) does not handle yet
+AMORTIZED = sorted(m for m in MODEL_CASES if not m.startswith("gmm") and not m.startswith("ssvae"))
 
 
 @pytest.fixture(scope="module")

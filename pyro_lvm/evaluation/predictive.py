@@ -200,8 +200,9 @@ def posterior_predictive_check(model, x: torch.Tensor, num_samples: int = 20,
     if replicated is None:
         replicated = posterior_predictive(model, x, num_samples)[model.observed_site]
     results: Dict[str, object] = {}
+    values = model.observed_values(x) if hasattr(model, "observed_values") else x  # not a label column
     for stat in statistics:
-        observed = stat.fn(x, model).cpu()
+        observed = stat.fn(values, model).cpu()
         reps = torch.stack([stat.fn(r, model).cpu() for r in replicated])
         if stat.per == "point":
             summaries = {"mean": _summary(observed.mean(), reps.mean(-1)),
