@@ -183,6 +183,8 @@ class Trainer:
         if train_transform is not None:  # the model sees transformed minibatches (e.g. binarized afresh)
             first = torch.as_tensor(train[:min(len(train), 1024)]).cpu()
             model.check_data(train_transform(first, torch.Generator().manual_seed(0)), "training data")
+            if isinstance(train, torch.Tensor) and not torch.isfinite(train).all():
+                raise ValueError("training data contains NaN or infinite values")
             self.train_data = train.to(self.device) if isinstance(train, torch.Tensor) else train
         elif isinstance(train, torch.Tensor):  # in memory: moved to the device once
             self.train_data = model.check_data(train, "training data").to(self.device)

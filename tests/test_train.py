@@ -174,3 +174,19 @@ def test_a_training_step_does_not_synchronise_on_cuda():
             t.train_step(x[:32])
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_transformed_training_set_is_checked_after_its_transform_and_for_nan_everywhere():
+    """Grey images binarized afresh per minibatch train a Bernoulli VAE; a NaN far down the rows
+    (past the rows the transform is tried on) is still refused before training."""
+    from pyro_lvm.data.datasets import dynamic_binarize
+
+    grey = torch.rand(1100, 6)
+    Trainer(VAE(input_dim=6, latent_dim=2, hidden=(4,)), ELBO(), grey, None, TrainConfig(epochs=1),
+            train_transform=dynamic_binarize)
+    grey[1050, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        Trainer(VAE(input_dim=6, latent_dim=2, hidden=(4,)), ELBO(), grey, None, TrainConfig(epochs=1),
+                train_transform=dynamic_binarize)
+    with pytest.raises(ValueError, match="binary"):  # without the transform the grey values are refused
+        Trainer(VAE(input_dim=6, latent_dim=2, hidden=(4,)), ELBO(), torch.rand(10, 6), None, TrainConfig(epochs=1))

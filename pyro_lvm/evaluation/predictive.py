@@ -200,7 +200,7 @@ def posterior_predictive_check(model, x: torch.Tensor, num_samples: int = 20,
     if replicated is None:
         replicated = posterior_predictive(model, x, num_samples)[model.observed_site]
     results: Dict[str, object] = {}
-    values = model.observed_values(x) if hasattr(model, "observed_values") else x  # not a label column
+    values = model.observed_values(x)  # without a label column
     for stat in statistics:
         observed = stat.fn(values, model).cpu()
         reps = torch.stack([stat.fn(r, model).cpu() for r in replicated])

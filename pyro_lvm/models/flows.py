@@ -24,12 +24,13 @@ and the importance-sampled :math:`\log p(x)` therefore work unchanged.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import Permute, conditional_affine_autoregressive, conditional_planar
 from torch import nn
+from torch.distributions import Transform
 
 #: flow name -> ``(latent_dim, context_dim, hidden) -> conditional transform module``
 FLOWS: Dict[str, Callable[[int, int, Sequence[int]], nn.Module]] = {
@@ -66,11 +67,15 @@ class ConditionalFlow(nn.Module):
         self.maps = nn.ModuleList(FLOWS[kind](latent_dim, context_dim, hidden) for _ in range(int(layers)))
         self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
 
-    def transform(self, base: dist.TorchDistribution, context: torch.Tensor) -> dist.TransformedDistribution:
-        """The distribution of the base's samples pushed through the maps conditioned on ``context``."""
+    def transforms(self, context: torch.Tensor) -> List[Transform]:
+        """The maps conditioned on ``context``, in order (with the reversals between IAF layers)."""
         transforms = []
         for i, m in enumerate(self.maps):
             if i > 0 and self.kind == "iaf":
                 transforms.append(Permute(self.reverse))
             transforms.append(m.condition(context))
-        return dist.TransformedDistribution(base, transforms)
+        return transforms
+
+    def transform(self, base: dist.TorchDistribution, context: torch.Tensor) -> dist.TransformedDistribution:
+        """The distribution of the base's samples pushed through the maps conditioned on ``context``."""
+        return dist.TransformedDistribution(base, self.transforms(context))

@@ -44,8 +44,8 @@ import torch
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
-from pyro_lvm.models.likelihoods import LIKELIHOODS
-from pyro_lvm.nn import ACTIVATIONS, MLP, parse_hidden
+from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options
+from pyro_lvm.nn import MLP, parse_hidden
 from pyro_lvm.registry import MODELS
 
 
@@ -76,14 +76,7 @@ class HVAEConfig:
         self.latent_dims = parse_hidden(self.latent_dims)
         if len(self.latent_dims) != 2:
             raise ValueError(f"latent_dims must be two sizes (d1, d2) such as 100,50, got {self.latent_dims}")
-        if self.input_dim <= 0:
-            raise ValueError("input_dim must be positive")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {self.likelihood!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if not self.min_scale > 0:
-            raise ValueError("min_scale must be positive")
+        check_decoder_options(self, positive=("input_dim",))
 
 
 @MODELS.register("hvae")

@@ -38,14 +38,8 @@ class LabelledModel(LatentVariableModel):
     def prepare_data(self, data):
         """The data set with its labels as the last column (see :mod:`pyro_lvm.data.labels`)."""
         hide = ("valid", "test") if self.hide_test_labels else ()
-        return with_label_column(data, self.config.num_classes, keep=self._labels_kept(), seed=self._label_seed(),
-                                 hide=hide)
-
-    def _labels_kept(self):
-        return None
-
-    def _label_seed(self) -> int:
-        return 0
+        return with_label_column(data, self.config.num_classes, keep=getattr(self.config, "labels", None),
+                                 seed=getattr(self.config, "label_seed", 0), hide=hide)
 
     def observed_values(self, rows: torch.Tensor) -> torch.Tensor:
         return rows[..., :-1]

@@ -21,6 +21,8 @@ import torch
 from torch.nn import functional as F
 
 from pyro_lvm.distributions import DiscretizedLogistic
+from pyro_lvm.nn import ACTIVATIONS
+from pyro_lvm.validation import positive_int
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,23 @@ LIKELIHOODS: Dict[str, Likelihood] = {
     "gaussian": Likelihood(2, "real", False, _gaussian),
     "discretized_logistic": Likelihood(2, "eight_bit", True, _discretized_logistic),
 }
+
+
+def check_decoder_options(config, positive: tuple = ()) -> None:
+    """Validate the options that the deep models' configs share: ``likelihood``, ``activation``,
+    ``min_scale``, and the fields named in ``positive`` (whole numbers of at least 1).
+
+    >>> from types import SimpleNamespace
+    >>> check_decoder_options(SimpleNamespace(likelihood="poisson", activation="tanh", min_scale=1e-3))
+    Traceback (most recent call last):
+    ...
+    ValueError: likelihood must be one of ['bernoulli', 'discretized_logistic', 'gaussian'], got 'poisson'
+    """
+    for name in positive:
+        positive_int(name, getattr(config, name))
+    if config.likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {config.likelihood!r}")
+    if config.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {config.activation!r}")
+    if not config.min_scale > 0:
+        raise ValueError(f"min_scale must be positive, got {config.min_scale!r}")

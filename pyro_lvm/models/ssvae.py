@@ -52,9 +52,10 @@ from torch.nn import functional as F
 
 from pyro_lvm.base import batch_size_of
 from pyro_lvm.models.labelled import LabelledModel, broadcast_cat
-from pyro_lvm.models.likelihoods import LIKELIHOODS
-from pyro_lvm.nn import ACTIVATIONS, MLP, parse_hidden
+from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options
+from pyro_lvm.nn import MLP, parse_hidden
 from pyro_lvm.registry import MODELS
+from pyro_lvm.validation import positive_int
 
 
 @dataclass
@@ -86,22 +87,13 @@ class SSVAEConfig:
 
     def __post_init__(self):
         self.hidden = parse_hidden(self.hidden)
-        for name in ("input_dim", "latent_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_decoder_options(self, positive=("input_dim", "latent_dim"))
         if int(self.num_classes) < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        if self.labels is not None and (isinstance(self.labels, bool) or int(self.labels) != self.labels
-                                        or self.labels < 1):
-            raise ValueError(f"labels must be a positive integer (or None for all), got {self.labels!r}")
+        if self.labels is not None:
+            self.labels = positive_int("labels", self.labels)
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be non-negative, got {self.alpha}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {self.likelihood!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if not self.min_scale > 0:
-            raise ValueError("min_scale must be positive")
 
 
 @MODELS.register("ssvae")
@@ -146,12 +138,6 @@ class SSVAE(LabelledModel):
     @property
     def default_objective(self) -> str:
         return "enum"
-
-    def _labels_kept(self):
-        return self.config.labels
-
-    def _label_seed(self) -> int:
-        return self.config.label_seed
 
     def initialize(self, train: torch.Tensor) -> None:
         """Count the labelled training rows (:attr:`labelled_count`), for the minibatch scales."""

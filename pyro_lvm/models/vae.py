@@ -65,8 +65,8 @@ from torch.nn import functional as F
 from pyro_lvm.base import LatentVariableModel, batch_size_of
 from pyro_lvm.distributions import UniformGaussianMixture
 from pyro_lvm.models.flows import FLOWS, ConditionalFlow
-from pyro_lvm.models.likelihoods import LIKELIHOODS
-from pyro_lvm.nn import ACTIVATIONS, check_network, decoder_network, encoder_network, parse_hidden
+from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options
+from pyro_lvm.nn import check_network, decoder_network, encoder_network, parse_hidden
 from pyro_lvm.registry import MODELS
 
 #: the priors of :class:`VAE`
@@ -134,26 +134,14 @@ class VAEConfig:
     def __post_init__(self):
         self.hidden = parse_hidden(self.hidden)
         self.channels = parse_hidden(self.channels)
-        if self.input_dim <= 0 or self.latent_dim <= 0:
-            raise ValueError("input_dim and latent_dim must be positive")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {self.likelihood!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
-            )
-        if not self.min_scale > 0:
-            raise ValueError("min_scale must be positive")
+        check_decoder_options(self, positive=("input_dim", "latent_dim", "pseudo_inputs", "flow_layers",
+                                              "flow_context"))
         self.image_shape = check_network(self.network, self.input_dim, self.image_shape, self.channels)
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.guide_flow not in GUIDE_FLOWS:
             raise ValueError(f"guide_flow must be one of {GUIDE_FLOWS}, got {self.guide_flow!r}")
         self.flow_hidden = parse_hidden(self.flow_hidden)
-        for name in ("pseudo_inputs", "flow_layers", "flow_context"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @MODELS.register("vae")
@@ -242,8 +230,7 @@ class VAE(LatentVariableModel):
         base = self._gaussian(out)
         if self.config.guide_flow == "none":
             return base
-        q = self.flow.transform(base, out[..., 2 * self.config.latent_dim:])
-        return FlowPosterior(q.base_dist, q.transforms)
+        return FlowPosterior(base, self.flow.transforms(out[..., 2 * self.config.latent_dim:]))
 
     def encoder_mutual_information(self, x: torch.Tensor) -> Optional[float]:
         """As the base class; ``None`` with a flow guide, whose density at other points' samples
