@@ -21,9 +21,10 @@ TINY = {
     "vqvae.py": ["--epochs", "1", "--hidden", "32", "--codebook-size", "16", "--ema-decay", "0.9"],
     "conv_vae.py": ["--epochs", "1", "--train-points", "300", "--test-points", "100", "--latent-dim", "4",
                     "--channels", "4,8", "--eval-particles", "3", "--device", "cpu"],
-    "ssvae.py": ["--epochs", "1", "--labels", "20", "--hidden", "32", "--latent-dim", "4", "--eval-particles", "2"],
+    "ssvae.py": ["--epochs", "1", "--labels", "20", "--hidden", "32", "--latent-dim", "4", "--eval-particles", "2",
+                 "--batch-size", "1000"],  # one pass over the 50000 images of MNIST in 56 steps
     "cvae.py": ["--epochs", "1", "--hidden", "32", "--latent-dim", "4", "--eval-particles", "2", "--classifier-steps",
-                "20", "--samples-per-class", "5"],
+                "20", "--samples-per-class", "5", "--batch-size", "1000"],
     "discrete_vae.py": ["--epochs", "1", "--hidden", "32", "--estimator", "st-gumbel", "--eval-particles", "5"],
 }
 
