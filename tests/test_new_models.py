@@ -83,6 +83,10 @@ def test_ssvae_minibatch_scales_each_part_by_its_own_count():
     lab = torch.tensor([True, True, False, False, False])
     assert m._scales(lab, data_size=100) == (10 / 2, 90 / 3)
     assert m._scales(lab, data_size=None) == (None, None)
+    rows = m.with_labels(torch.zeros(300, 5), torch.tensor([0, 1] * 10 + [-1] * 280))
+    m.initialize(rows)  # counts: 20 labelled of 300, and Kingma et al.'s alpha = 0.1 N
+    assert int(m.labelled_count) == 20 and m.alpha == pytest.approx(30.0)
+    assert SSVAE(input_dim=5, num_classes=2, latent_dim=2, hidden=(4,), alpha=7.0).alpha == 7.0
 
 
 def test_vampprior_density_is_normalised():

@@ -68,7 +68,9 @@ class SSVAEConfig:
     :param hidden: hidden layers of the classifier, the encoder and (mirrored) the decoder.
     :param str activation: activation between layers.
     :param str likelihood: ``"bernoulli"``, ``"gaussian"`` or ``"discretized_logistic"``.
-    :param float alpha: weight :math:`\\alpha` of the classification term per labelled point.
+    :param alpha: weight :math:`\\alpha` of the classification term per labelled point; ``None``
+        takes Kingma et al.'s :math:`0.1 N`, with :math:`N` the number of training points (counted by
+        :meth:`SSVAE.initialize`; 1 before it runs).
     :param labels: training labels the command line keeps (balanced per class); ``None`` keeps all.
     :param int label_seed: seed of the choice of the kept labels.
     :param float min_scale: floor added to every scale.
@@ -80,7 +82,7 @@ class SSVAEConfig:
     hidden: Tuple[int, ...] = (500,)
     activation: str = "softplus"
     likelihood: str = "bernoulli"
-    alpha: float = 50.0
+    alpha: Optional[float] = None
     labels: Optional[int] = 100
     label_seed: int = 0
     min_scale: float = 1e-3
@@ -92,7 +94,7 @@ class SSVAEConfig:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.labels is not None:
             self.labels = positive_int("labels", self.labels)
-        if not self.alpha >= 0:
+        if self.alpha is not None and not self.alpha >= 0:
             raise ValueError(f"alpha must be non-negative, got {self.alpha}")
 
 
@@ -130,6 +132,7 @@ class SSVAE(LabelledModel):
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim))
         self.register_buffer("prior_scale", torch.ones(c.latent_dim))
         self.register_buffer("labelled_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("train_count", torch.zeros((), dtype=torch.long))
 
     @property
     def data_support(self) -> str:
@@ -140,8 +143,17 @@ class SSVAE(LabelledModel):
         return "enum"
 
     def initialize(self, train: torch.Tensor) -> None:
-        """Count the labelled training rows (:attr:`labelled_count`), for the minibatch scales."""
+        """Count the training rows (:attr:`train_count`, for the default :math:`\\alpha`) and the labelled
+        ones (:attr:`labelled_count`, for the minibatch scales)."""
         self.labelled_count.fill_(int((train[:, -1] >= 0).sum()))
+        self.train_count.fill_(train.shape[0])
+
+    @property
+    def alpha(self) -> float:
+        """The weight of the classification term: the config's, or :math:`0.1 N`."""
+        if self.config.alpha is not None:
+            return float(self.config.alpha)
+        return 0.1 * max(int(self.train_count), 10)
 
     # ------------------------------------------------------------- networks
     def classify_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +207,7 @@ class SSVAE(LabelledModel):
                 z = pyro.sample("z_labelled", self.prior(xl.shape[0]))
                 pyro.sample("x_labelled", self.decode_with(z, y), obs=xl)
                 pyro.factor("classification",  # the classification term, per labelled point
-                            self.config.alpha * dist.Categorical(logits=self.classify_logits(xl)).log_prob(yl))
+                            self.alpha * dist.Categorical(logits=self.classify_logits(xl)).log_prob(yl))
         if not lab.all():
             xu = values[~lab]
             with pyro.plate("data", xu.shape[0], dim=-1), poutine.scale(scale=scale_u or 1.0):
