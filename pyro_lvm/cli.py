@@ -130,7 +130,7 @@ def _int_list(text: str) -> List[int]:
             lo, hi = (int(v) for v in text.split(".."))
             values = list(range(lo, hi + 1))
         else:
-            values = [int(v) for v in text.split(",") if v.strip()]
+            values = [int(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a range like 1..8 or a list like 1,2,4, got {text!r}")
     if not values or min(values) < 1:
@@ -148,8 +148,28 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected 1 or more, got 0")
+    return value
+
+
+def _start_weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
 def _columns(text: str) -> List[str]:
-    return [c.strip() for c in text.split(",") if c.strip()]
+    columns = [c.strip() for c in text.split(",")]
+    if not all(columns):
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, such as a,b; got {text!r}")
+    return columns
 
 
 def _add_gmm_train_options(p: argparse.ArgumentParser) -> None:
@@ -219,9 +239,10 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
                    help="default: the model's own (elbo; for discrete VAEs the estimator's)")
     p.set_defaults(objective_fields=_add_objective_options(o))
     o.add_argument("--kl-anneal", default="none", choices=SCHEDULES.names())
-    o.add_argument("--anneal-steps", type=int, default=10000)
-    o.add_argument("--anneal-start", type=float, default=0.01)
-    o.add_argument("--pretrain-steps", type=int, default=0,
+    o.add_argument("--anneal-steps", type=_positive, default=10000)
+    o.add_argument("--anneal-start", type=_start_weight, default=0.01,
+                   help="the KL weight at step 0 of the ramp, in (0, 1]")
+    o.add_argument("--pretrain-steps", type=_non_negative, default=0,
                    help="KL weight 0 for this many steps (encoder pretraining), then the decoder is "
                    "re-initialised where the model can (reset_decoder_at) and annealing starts")
     t = p.add_argument_group("training")

@@ -24,6 +24,7 @@ from pyro_lvm.distributed import gather_rows, is_main, on_main, shard, world
 from pyro_lvm.evaluation import evaluate
 from pyro_lvm.evaluation.report import importance_sampled_log_px
 from pyro_lvm.files import claim_output_folder, write_json, write_text
+from pyro_lvm.models.likelihoods import likelihood_for
 from pyro_lvm.nn import image_chw
 from pyro_lvm.objectives import OBJECTIVES, make_schedule
 from pyro_lvm.objectives.base import Objective
@@ -31,7 +32,7 @@ from pyro_lvm.plotting import image_grid, latent_scatter, latent_traversal, reco
 from pyro_lvm.registry import MODELS
 from pyro_lvm.train import CHECKPOINT, HISTORY, TrainConfig, Trainer
 from pyro_lvm.validation import device as check_device
-from pyro_lvm.validation import non_negative_int, positive_float, positive_int
+from pyro_lvm.validation import non_negative_int, particle_count, positive_float, positive_int
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -225,8 +226,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
     """
     out = Path(out)
     train = train or TrainConfig()
-    if eval_particles is not None and (int(eval_particles) != eval_particles or eval_particles < 1):
-        raise ValueError(f"--eval-particles must be a positive integer, got {eval_particles}")
+    if eval_particles is not None:
+        eval_particles = particle_count("--eval-particles", eval_particles)
     changes: Dict[str, Any] = {}
     if resume:
         on_main(lambda: claim_output_folder(out, RUN_FILES, resume=True, overwrite=overwrite))
@@ -263,8 +264,12 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         train = replace(train, **{k: v for k, v in suggested.items() if getattr(train, k) is None})
         eval_particles = eval_particles or data.default_eval_particles
         model_cls = _model_for_data(model_name, dataset, data)
+        fields = {f.name for f in dataclasses.fields(model_cls.Config)}
+        if "likelihood" in fields and "likelihood" not in model_options and data.support is not None:
+            default = model_cls.Config.__dataclass_fields__["likelihood"].default
+            model_options["likelihood"] = likelihood_for(data.support, default)  # one that fits the values
         shape_options = {}
-        if data.image_shape is not None and "image_shape" in {f.name for f in dataclasses.fields(model_cls.Config)}:
+        if data.image_shape is not None and "image_shape" in fields:
             shape_options["image_shape"] = image_chw(data.image_shape)  # for convolutional networks
         for key, value in {**data.model_options, **shape_options}.items():
             if isinstance(model_options.get(key), list):
@@ -398,7 +403,7 @@ def evaluate_run(run_dir, num_particles: int = 1000, data_dir=None, device: str 
     ``gap_steps`` SVI steps of the per-point guides and ``num_particles`` for log p(x)).
     """
     run_dir = Path(run_dir)
-    num_particles = positive_int("--particles", num_particles)
+    num_particles = particle_count("--particles", num_particles)
     if amortization_gap:  # the options of the gap, before the long evaluation
         gap_steps, gap_lr = positive_int("--steps", gap_steps), positive_float("--gap-lr", gap_lr)
         gap_points = None if gap_points is None else non_negative_int("--gap-points", gap_points)

@@ -20,7 +20,7 @@ from pyro_lvm.evaluation.marginal_likelihood import log_marginal_likelihood
 from pyro_lvm.evaluation.predictive import check_summary, extreme_p_values, posterior_predictive_check
 from pyro_lvm.registry import Registry
 from pyro_lvm.runs import evenly_spaced, load_run_data
-from pyro_lvm.validation import non_negative_int, positive_int
+from pyro_lvm.validation import non_negative_int, particle_count, positive_int
 
 PPC_JSON, PPC_FIGURE = "ppc.json", "ppc.png"
 
@@ -75,7 +75,7 @@ def export_run(run_dir, format: str = "arviz", num_samples: int = 10, num_points
     exporter = EXPORT_FORMATS.get(format)
     num_samples = positive_int("--num-samples", num_samples)
     if particles is not None:
-        particles = positive_int("--particles", particles)
+        particles = particle_count("--particles", particles)
     run_dir = Path(run_dir)
     model, config, data = load_run_data(run_dir, data_dir, device)
     particles = particles or config.get("eval_particles") or data.default_eval_particles
@@ -153,7 +153,7 @@ def compare_runs(run_dirs: Sequence, particles: int = 1000, data_dir=None, seed:
     """
     if len(run_dirs) < 2:
         raise ValueError("compare needs at least two runs")
-    particles = positive_int("--particles", particles)
+    particles = particle_count("--particles", particles)
     if num_points is not None:
         num_points = non_negative_int("--num-points", num_points)
     names = names or (lambda p: str(p))

@@ -32,6 +32,25 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+#: the most importance samples per point accepted: at the ~10^5 samples a second of a small model
+#: on a CPU, 10^7 per point over a 10,000-point test set is already weeks of work
+MAX_PARTICLES = 10 ** 7
+
+
+def particle_count(name: str, value: Any) -> int:
+    """A number of importance samples per point: a whole number from 1 to :data:`MAX_PARTICLES`.
+
+    >>> particle_count("--particles", 10 ** 12)
+    Traceback (most recent call last):
+    ...
+    ValueError: --particles must be at most 10000000 (10^7 samples per point), got 1000000000000
+    """
+    number = positive_int(name, value)
+    if number > MAX_PARTICLES:
+        raise ValueError(f"{name} must be at most {MAX_PARTICLES} (10^7 samples per point), got {value!r}")
+    return number
+
+
 def non_negative_int(name: str, value: Any) -> int:
     """``value`` as an ``int`` if it is a whole number of at least 0."""
     if not _is_int(value) or int(value) < 0:

@@ -86,9 +86,9 @@ def test_errors_are_clear(args, message, capsys, tmp_path, monkeypatch):
     assert message in capsys.readouterr().err
 
 
-def test_gaussian_likelihood_rejects_nothing_but_bernoulli_rejects_grey_levels(data_dir, tmp_path, capsys):
+def test_bernoulli_likelihood_asked_for_rejects_grey_levels(data_dir, tmp_path, capsys):
     code = main(["train", "vae", "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "1",
-                 "--out", str(tmp_path / "R")])
+                 "--likelihood", "bernoulli", "--out", str(tmp_path / "R")])
     assert code == 2 and "binary" in capsys.readouterr().err
     assert not (tmp_path / "R").exists()  # refused before anything was written
 

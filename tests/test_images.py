@@ -306,7 +306,7 @@ def test_cli_trains_on_npz_and_image_folder_and_samples_grids(tmp_path, images, 
     assert vq["codebook_usage"] > 0
     _write_folder(tmp_path / "imgs", images, per=12)
     folder = _run(["train", "vae", "--image-folder", str(tmp_path / "imgs"), "--latent-dim", "2", "--hidden", "16",
-                   "--likelihood", "discretized_logistic", "--out", str(tmp_path / "folder"), *common], capsys)
+                   "--out", str(tmp_path / "folder"), *common], capsys)  # no --likelihood: the 8-bit one is chosen
     assert "test_bpd" in folder
     for run in ("vae", "vq", "folder"):
         out = _run(["sample", str(tmp_path / run), "--num", "16"], capsys)
@@ -314,6 +314,7 @@ def test_cli_trains_on_npz_and_image_folder_and_samples_grids(tmp_path, images, 
     config = json.loads((tmp_path / "folder" / "config.json").read_text())
     assert config["data_options"]["image_folder"] == str((tmp_path / "imgs").resolve())
     assert config["model_config"]["image_shape"] == [1, 28, 28]
+    assert config["model_config"]["likelihood"] == "discretized_logistic"
 
 
 def test_cli_image_options_are_checked(tmp_path, images, capsys):

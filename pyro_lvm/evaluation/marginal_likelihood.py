@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_lvm.objectives.traces import LogDensities, trace_pair
+from pyro_lvm.validation import particle_count, positive_int
 
 PROPOSALS = ("guide", "prior")
 
@@ -70,10 +71,8 @@ def log_marginal_likelihood(model: Callable, guide: Optional[Callable], data: to
     """
     if proposal not in PROPOSALS:
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
-    for name, value in (("num_particles", num_particles), ("batch_size", batch_size)):
-        if isinstance(value, bool) or int(value) != value or int(value) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    num_particles, batch_size = int(num_particles), int(batch_size)
+    num_particles = particle_count("num_particles", num_particles)
+    batch_size = positive_int("batch_size", batch_size)
     if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] == 0:
         raise ValueError(f"data must be a non-empty torch.Tensor of shape (num_points, ...), got "
                          f"{tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__}")

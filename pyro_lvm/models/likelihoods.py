@@ -62,6 +62,27 @@ LIKELIHOODS: Dict[str, Likelihood] = {
 }
 
 
+#: the data supports each likelihood's support takes (the Gaussian takes any real values)
+_TAKES = {"binary": ("binary",), "eight_bit": ("eight_bit", "binary"),
+          "unit_interval": ("unit_interval", "eight_bit", "binary")}
+
+
+def likelihood_for(support: str, default: str) -> str:
+    """``default`` if it can score data of this support, else the likelihood made for them:
+    Bernoulli for binary data, the discretized logistic for 8-bit values, else the Gaussian.
+
+    >>> likelihood_for("binary", "bernoulli"), likelihood_for("eight_bit", "bernoulli")
+    ('bernoulli', 'discretized_logistic')
+    >>> likelihood_for("unit_interval", "bernoulli")
+    'gaussian'
+    """
+    own = LIKELIHOODS.get(default)
+    if own is None or own.support == "real" or support in _TAKES.get(own.support, ()):
+        return default
+    exact = [name for name, lik in LIKELIHOODS.items() if lik.support == support]
+    return exact[0] if exact else "gaussian"
+
+
 def check_decoder_options(config, positive: tuple = ()) -> None:
     """Validate the options that the deep models' configs share: ``likelihood``, ``activation``,
     ``min_scale``, and the fields named in ``positive`` (whole numbers of at least 1).

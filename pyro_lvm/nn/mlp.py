@@ -27,8 +27,10 @@ def parse_hidden(hidden: Union[str, int, Sequence[int]]) -> Tuple[int, ...]:
     ()
     """
     if isinstance(hidden, str):
-        parts = [p.strip() for p in hidden.split(",") if p.strip()]
+        parts = [p.strip() for p in hidden.split(",")] if hidden.strip() else []
         try:
+            if any(not p for p in parts):
+                raise ValueError("empty item")
             sizes = tuple(int(p) for p in parts)
         except ValueError:
             raise ValueError(
@@ -37,6 +39,8 @@ def parse_hidden(hidden: Union[str, int, Sequence[int]]) -> Tuple[int, ...]:
     elif isinstance(hidden, int):
         sizes = (hidden,)
     else:
+        if any(isinstance(h, bool) or int(h) != h for h in hidden):
+            raise ValueError(f"hidden sizes must be whole numbers, got {tuple(hidden)}")
         sizes = tuple(int(h) for h in hidden)
     if any(h <= 0 for h in sizes):
         raise ValueError(f"hidden sizes must be positive, got {sizes}")
