@@ -37,6 +37,9 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location=None) -> Dict[st
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # every checkpoint torch writes is a zip archive
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, empty or not a torch file: "
+                              "not a zip archive)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's message would suggest loading it unsafely: never

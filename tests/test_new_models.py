@@ -202,3 +202,45 @@ def test_labelled_models_train_from_the_command_line(model, options, data_dir, t
         assert config["model_config"]["labels"] == 100
     main(["evaluate", str(out), "--particles", "2"])  # the run reads its data back with the label column
     assert math.isfinite(json.loads((out / "eval.json").read_text())["test_nll"])
+
+
+# ------------------------------------------------------- decoders start at the data's mean
+def _zero_last_weights(net):
+    last = net.net[-1] if hasattr(net, "net") else net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+
+
+@pytest.mark.parametrize("make, decoder, likelihood", [
+    (lambda: VAE(input_dim=6, latent_dim=2, hidden=(5,)), "decoder", "bernoulli"),
+    (lambda: VAE(input_dim=6, latent_dim=2, hidden=(5,), likelihood="gaussian"), "decoder", "gaussian"),
+    (lambda: VAE(input_dim=6, latent_dim=2, hidden=(5,), likelihood="discretized_logistic"), "decoder",
+     "discretized_logistic"),
+    (lambda: HVAE(input_dim=6, latent_dims=(3, 2), hidden=(5,), hidden2=(4,)), "decoder1", "bernoulli"),
+    (lambda: CVAE(input_dim=6, num_classes=3, latent_dim=2, hidden=(5,)), "decoder", "bernoulli"),
+    (lambda: SSVAE(input_dim=6, num_classes=3, latent_dim=2, hidden=(5,)), "decoder", "bernoulli"),
+])
+def test_initialize_starts_the_decoder_at_the_data_mean(make, decoder, likelihood):
+    torch.manual_seed(0)
+    model = make()
+    values = torch.randint(0, 256, (40, 6)).float() / 255
+    if likelihood == "bernoulli":
+        values = (values > 0.7).float()
+    labelled = hasattr(model, "observed_values") and isinstance(model, (CVAE, SSVAE))
+    rows = torch.cat([values, torch.randint(0, 3, (40, 1)).float()], -1) if labelled else values
+    model.initialize(rows)
+    _zero_last_weights(getattr(model, decoder))
+    out = getattr(model, decoder)(torch.zeros(1, getattr(model, decoder)[0].in_features))[0, :6]
+    expected = values.mean(0)
+    if likelihood == "gaussian":
+        assert torch.allclose(out, expected, atol=1e-6)
+    else:
+        assert torch.allclose(torch.sigmoid(out), expected.clamp(1e-3, 1 - 1e-3), atol=1e-5)
+
+
+def test_initialize_sets_a_conv_decoders_channel_means():
+    model = VAE(input_dim=64, latent_dim=2, network="conv", image_shape=(1, 8, 8), channels=(4,),
+                likelihood="gaussian")
+    values = torch.rand(30, 64)
+    model.initialize(values)
+    assert model.decoder.net[-1].bias[0].item() == pytest.approx(values.mean().item(), abs=1e-6)

@@ -239,6 +239,7 @@ def _copy_run(runs, tmp_path, name="vae"):
 @pytest.mark.parametrize("damage, phrase", [
     ("truncate", "not a readable checkpoint"),
     ("empty", "not a readable checkpoint"),
+    ("random bytes", "not a readable checkpoint.*not a zip archive"),
     ("malicious", "refused.*run code"),
     ("other model", "does not hold the vae"),
     ("missing", "no checkpoint"),
@@ -251,6 +252,8 @@ def test_damaged_checkpoints_are_refused_clearly(damage, phrase, runs, tmp_path,
         ckpt.write_bytes(ckpt.read_bytes()[:500])
     elif damage == "empty":
         ckpt.write_bytes(b"")
+    elif damage == "random bytes":
+        ckpt.write_bytes(np.random.default_rng(0).bytes(5000))
     elif damage == "malicious":
         class Evil:
             def __reduce__(self):

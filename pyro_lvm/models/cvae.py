@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from pyro_lvm.base import batch_size_of
 from pyro_lvm.models.labelled import LabelledModel, broadcast_cat
-from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options
+from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options, initial_output_bias
 from pyro_lvm.nn import MLP, parse_hidden
 from pyro_lvm.registry import MODELS
 
@@ -93,6 +93,10 @@ class CVAE(LabelledModel):
     @property
     def data_support(self) -> str:
         return self.likelihood.support
+
+    def initialize(self, train: torch.Tensor) -> None:
+        """Start the decoder at the data's mean (:func:`~pyro_lvm.models.likelihoods.initial_output_bias`)."""
+        initial_output_bias(self.decoder, self.likelihood, self.observed_values(train))
 
     def encode(self, rows: torch.Tensor) -> dist.Distribution:
         r""":math:`q_\phi(z \mid x, c)`."""

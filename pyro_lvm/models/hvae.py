@@ -44,7 +44,7 @@ import torch
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
-from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options
+from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options, initial_output_bias
 from pyro_lvm.nn import MLP, parse_hidden
 from pyro_lvm.registry import MODELS
 
@@ -116,6 +116,10 @@ class HVAE(LatentVariableModel):
     @property
     def data_support(self) -> str:
         return self.likelihood.support
+
+    def initialize(self, train: torch.Tensor) -> None:
+        """Start the decoder at the data's mean (:func:`~pyro_lvm.models.likelihoods.initial_output_bias`)."""
+        initial_output_bias(self.decoder1, self.likelihood, train)
 
     def _normal(self, out: torch.Tensor) -> dist.Distribution:
         loc, raw = out.chunk(2, dim=-1)

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from pyro_lvm.distributions import DiscretizedLogistic
-from pyro_lvm.nn import ACTIVATIONS
+from pyro_lvm.nn import ACTIVATIONS, set_output_bias
 from pyro_lvm.validation import positive_int
 
 
@@ -33,12 +33,15 @@ class Likelihood:
     :ivar support: what the data must be (see :meth:`~pyro_lvm.base.LatentVariableModel.check_data`).
     :ivar discrete: a probability mass (the NLL is a code length).
     :ivar make: ``(out, min_scale) -> distribution``.
+    :ivar location: ``mean -> out``: the first decoder output whose distribution has mean
+        (or location) ``mean`` per value, for :func:`initial_output_bias`.
     """
 
     params: int
     support: str
     discrete: bool
     make: Callable[[torch.Tensor, float], dist.Distribution]
+    location: Callable[[torch.Tensor], torch.Tensor]
 
 
 def _bernoulli(out, min_scale):
@@ -55,11 +58,26 @@ def _discretized_logistic(out, min_scale):
     return DiscretizedLogistic(torch.sigmoid(loc), F.softplus(raw) + min_scale).to_event(1)
 
 
+def _logit(mean):
+    return torch.logit(mean.clamp(1e-3, 1 - 1e-3))
+
+
 LIKELIHOODS: Dict[str, Likelihood] = {
-    "bernoulli": Likelihood(1, "binary", True, _bernoulli),
-    "gaussian": Likelihood(2, "real", False, _gaussian),
-    "discretized_logistic": Likelihood(2, "eight_bit", True, _discretized_logistic),
+    "bernoulli": Likelihood(1, "binary", True, _bernoulli, _logit),
+    "gaussian": Likelihood(2, "real", False, _gaussian, lambda mean: mean),
+    "discretized_logistic": Likelihood(2, "eight_bit", True, _discretized_logistic, _logit),
 }
+
+
+def initial_output_bias(decoder, likelihood: Likelihood, values: torch.Tensor) -> None:
+    r"""Start a decoder at the data's mean: the bias of its location output is set so that
+    :math:`p(x \mid z)` has, per value, the mean of ``values`` (training rows), as Burda et
+    al. initialise the IWAE's output biases to the marginal log-odds. Without it the first few
+    hundred steps only learn the mean image, and in that stretch the KL term can switch the
+    latent code off for good (a hierarchy or the VampPrior never recovers in 10 epochs).
+    """
+    set_output_bias(decoder, likelihood.location(values.float().mean(0)))
+
 
 
 #: the data supports each likelihood's support takes (the Gaussian takes any real values)

@@ -52,7 +52,7 @@ from torch.nn import functional as F
 
 from pyro_lvm.base import batch_size_of
 from pyro_lvm.models.labelled import LabelledModel, broadcast_cat
-from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options
+from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options, initial_output_bias
 from pyro_lvm.nn import MLP, parse_hidden
 from pyro_lvm.registry import MODELS
 from pyro_lvm.validation import positive_int
@@ -144,9 +144,11 @@ class SSVAE(LabelledModel):
 
     def initialize(self, train: torch.Tensor) -> None:
         """Count the training rows (:attr:`train_count`, for the default :math:`\\alpha`) and the labelled
-        ones (:attr:`labelled_count`, for the minibatch scales)."""
+        ones (:attr:`labelled_count`, for the minibatch scales); start the decoder at the data's
+        mean (:func:`~pyro_lvm.models.likelihoods.initial_output_bias`)."""
         self.labelled_count.fill_(int((train[:, -1] >= 0).sum()))
         self.train_count.fill_(train.shape[0])
+        initial_output_bias(self.decoder, self.likelihood, self.observed_values(train))
 
     @property
     def alpha(self) -> float:

@@ -65,7 +65,7 @@ from torch.nn import functional as F
 from pyro_lvm.base import LatentVariableModel, batch_size_of
 from pyro_lvm.distributions import UniformGaussianMixture
 from pyro_lvm.models.flows import FLOWS, ConditionalFlow
-from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options
+from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options, initial_output_bias
 from pyro_lvm.nn import check_network, decoder_network, encoder_network, parse_hidden
 from pyro_lvm.registry import MODELS
 
@@ -205,8 +205,10 @@ class VAE(LatentVariableModel):
         return torch.sigmoid(self.pseudo_raw) if self._bounded() else self.pseudo_raw
 
     def initialize(self, train: torch.Tensor) -> None:
-        """Set the VampPrior's pseudo-inputs to random rows of ``train`` (pulled slightly inside
-        (0, 1) for bounded data); nothing for the normal prior."""
+        """Start the decoder at the data's mean (:func:`~pyro_lvm.models.likelihoods.initial_output_bias`)
+        and set the VampPrior's pseudo-inputs to random rows of ``train`` (pulled slightly
+        inside (0, 1) for bounded data)."""
+        initial_output_bias(self.decoder, self.likelihood, train)
         if self.config.prior != "vamp":
             return
         k = self.config.pseudo_inputs

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from torch import nn
 
 from pyro_lvm.nn.conv import ConvDecoder, ConvEncoder, image_chw
@@ -75,3 +76,26 @@ def decoder_network(network: str, in_dim: int, input_dim: int, image_shape, hidd
     """A network from ``in_dim`` numbers to ``params`` numbers per data value, parameter-major
     (``out.chunk(params, -1)`` gives one parameter for every value)."""
     return NETWORKS[network][1](in_dim, input_dim, image_shape, tuple(hidden), tuple(channels), params, activation)
+
+
+def set_output_bias(decoder: nn.Module, values: torch.Tensor) -> None:
+    """Set the bias of a decoder's first output parameter (parameter-major outputs, see
+    :func:`decoder_network`) to ``values``, one per data value: directly for an MLP; for a
+    convolutional decoder, whose last layer has one bias per channel, to each channel's mean.
+
+    >>> net = decoder_network("mlp", 2, 3, None, (4,), (), 2, "tanh")
+    >>> set_output_bias(net, torch.tensor([0.5, -1.0, 2.0]))
+    >>> net[-1].bias[:3].tolist()
+    [0.5, -1.0, 2.0]
+    """
+    values = values.detach().flatten()
+    with torch.no_grad():
+        if isinstance(decoder, ConvDecoder):
+            channels = decoder.image_shape[0]
+            last = decoder.net[-1]
+            last.bias[:channels].copy_(values.reshape(channels, -1).mean(-1).to(last.bias))
+            return
+        last = decoder[-1] if isinstance(decoder, nn.Sequential) else None
+        if not isinstance(last, nn.Linear) or last.bias is None or last.bias.shape[0] < values.shape[0]:
+            raise TypeError(f"set_output_bias takes an MLP or a ConvDecoder, got {type(decoder).__name__}")
+        last.bias[:values.shape[0]].copy_(values.to(last.bias))
