@@ -326,6 +326,6 @@ def test_cli_image_options_are_checked(tmp_path, images, capsys):
                  "--out", str(tmp_path / "r")]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["train", "vae", "--data-file", str(tmp_path / "d.npy"), "--network", "conv",
-                 "--out", str(tmp_path / "r")]) == 2  # 8-bit data, Bernoulli likelihood
+                 "--likelihood", "bernoulli", "--out", str(tmp_path / "r")]) == 2  # 8-bit data, asked-for Bernoulli
     assert "discretized_logistic" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
