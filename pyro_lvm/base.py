@@ -317,6 +317,14 @@ class LatentVariableModel(PyroModule):
         class labels by split where known (none by default)."""
         return {}
 
+    #: whether ``decode(z)`` takes a latent code alone (latent traversals are drawn for such models)
+    decodes_codes_alone = True
+
+    def image_grids(self) -> Dict[str, Any]:
+        """Model-specific grids of images for the run's figures: ``{name: (images, title)}``,
+        each drawn by the runs into ``name.png`` (none by default)."""
+        return {}
+
     def extra_figures(self, data: Any, out: Any) -> Dict[str, str]:
         """Model-specific figures written into the folder ``out`` for the
         :class:`~pyro_lvm.data.DataSplits` ``data``; returns ``{name: path}``."""

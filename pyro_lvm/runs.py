@@ -97,10 +97,8 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
         with torch.no_grad():
             figures.update(latent_figures(model, data, out))
             figures.update(model.extra_figures(data, out))
-            if hasattr(model, "class_samples"):  # a model with class labels: a row of samples per class
-                figures["class_samples"] = str(image_grid(
-                    model.class_samples(8).cpu().numpy(), data.image_shape, out / "class_samples.png",
-                    f"a row per class ({model.config.num_classes}), the same z down each column"))
+            for name, (images, title) in model.image_grids().items():
+                figures[name] = str(image_grid(images.cpu().numpy(), data.image_shape, out / f"{name}.png", title))
     return figures
 
 
@@ -121,8 +119,8 @@ def latent_figures(model, data: DataSplits, out: Path, num_points: int = 2000, m
                                              title=f"posterior means of {x.shape[0]} test points"))}
     prior = model.prior(1)
     base = getattr(prior, "base_dist", prior)
-    decodes_z = not hasattr(model, "class_samples")  # a labelled model decodes (z, y): its own figure
-    if isinstance(base, torch.distributions.Normal) and codes.shape[1] == base.loc.shape[-1] and decodes_z:
+    if (isinstance(base, torch.distributions.Normal) and codes.shape[1] == base.loc.shape[-1]
+            and model.decodes_codes_alone):
         loc, scale = base.loc.reshape(-1), base.scale.reshape(-1)
         dims = codes.var(0).argsort(descending=True)[:max_dims].tolist()
         values = torch.linspace(-span, span, steps, device=codes.device)

@@ -196,6 +196,7 @@ def test_labelled_models_train_from_the_command_line(model, options, data_dir, t
     metrics = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(metrics["test_nll"]) and metrics["test_nll"] > 0
     assert (out / "class_samples.png").is_file()
+    assert not (out / "traversals.png").exists()  # decode reads (z, y): no traversal of z alone
     if model == "ssvae":
         assert 0.0 <= metrics["test_accuracy"] <= 1.0
         config = json.loads((out / "config.json").read_text())
@@ -226,7 +227,7 @@ def test_initialize_starts_the_decoder_at_the_data_mean(make, decoder, likelihoo
     values = torch.randint(0, 256, (40, 6)).float() / 255
     if likelihood == "bernoulli":
         values = (values > 0.7).float()
-    labelled = hasattr(model, "observed_values") and isinstance(model, (CVAE, SSVAE))
+    labelled = isinstance(model, (CVAE, SSVAE))
     rows = torch.cat([values, torch.randint(0, 3, (40, 1)).float()], -1) if labelled else values
     model.initialize(rows)
     _zero_last_weights(getattr(model, decoder))

@@ -4,12 +4,12 @@ Their data rows carry the label as the last column (:mod:`pyro_lvm.data.labels`)
 ``[x_1, ..., x_D, y]`` with ``y`` a class index or ``-1`` (unknown). The decoder
 reads :math:`(z, \mathrm{onehot}(y))`; a figure shows class-conditional samples,
 a row per class with the same :math:`z` down each column (:meth:`LabelledModel.class_samples`,
-drawn by the run's figures as ``class_samples.png``).
+drawn by the run's figures as ``class_samples.png`` through :meth:`LabelledModel.image_grids`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
 import pyro.distributions as dist
 import torch
@@ -109,6 +109,14 @@ class LabelledModel(LatentVariableModel):
         if (y < 0).any():
             raise ValueError("labels are needed (no -1) for this model")
         return y
+
+    #: ``decode`` takes a code and a label: no latent traversals
+    decodes_codes_alone = False
+
+    def image_grids(self) -> Dict[str, Any]:
+        """``class_samples``: a row of samples per class, the same :math:`z` down each column."""
+        return {"class_samples": (self.class_samples(8), f"a row per class ({self.config.num_classes}), "
+                                  "the same z down each column")}
 
     @torch.no_grad()
     def class_samples(self, columns: int = 8) -> torch.Tensor:
