@@ -11,6 +11,7 @@ plain PyTorch; pyro_lvm: :func:`pyro_lvm.evaluation.log_marginal_likelihood`).
 
     python bench/vae_overhead.py --data-dir ../shared/data
     python bench/vae_overhead.py --data-dir ../shared/data --configs standard,overhead --objectives elbo,iwae5 --threads 1
+    python bench/vae_overhead.py --data-dir ../shared/data --configs standard,overhead --objectives elbo --compile
 
 ``--configs`` runs named configurations one after the other: ``standard``
 (784-200-200-50, batch 100: the matrix products dominate) and ``overhead``
@@ -110,39 +111,66 @@ def make_objective(k):
     return ELBO() if k == 1 else IWAE(num_particles=k)
 
 
-def pyro_trainer(train, k, args, epochs):
+def pyro_trainer(train, k, args, epochs, compile=None):
     torch.manual_seed(args.seed)
     model = VAE(input_dim=train.shape[1], latent_dim=args.latent_dim, hidden=args.hidden)
-    cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+    cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False,
+                      compile=compile)
     return Trainer(model, make_objective(k), train, config=cfg)
 
 
+def compiled_plain(plain):
+    """The plain VAE with its two networks compiled as ``--compile`` compiles pyro_lvm's."""
+    for net in (plain.enc, plain.dec):
+        net.forward = torch.compile(net.forward)
+    return plain
+
+
 def speed(train, args):
-    print(f"{'objective':10s} {'plain steps/s':>14s} {'pyro_lvm steps/s':>17s} {'ratio':>6s}")
+    """Interleaved repeats of plain PyTorch and pyro_lvm (and, with ``--compile``, both compiled);
+    the median rate of each, and the ratios pyro_lvm / plain (and compiled / eager)."""
+    variants = ["plain", "pyro_lvm"] + (["plain compiled", "pyro_lvm compiled"] if args.compile else [])
+    print(f"{'objective':10s} " + " ".join(f"{v + ' steps/s':>24s}" for v in variants) + f" {'pyro/plain':>10s}"
+          + (f" {'compiled pyro/plain':>19s} {'pyro compiled/eager':>19s}" if args.compile else ""))
     n = train.shape[0]
     steps_per_epoch = math.ceil(n / args.batch_size)
     for name in args.objectives:
         k = OBJECTIVES[name]
-        torch.manual_seed(args.seed)
-        plain = PlainVAE(train.shape[1], args.latent_dim, args.hidden)
-        trainer = pyro_trainer(train, k, args, epochs=0)
-        plain_train(plain, train, k, 20, args.batch_size, args.lr, 0)  # warm up both
-        trainer.config.epochs = 1
-        trainer.train_data = train[: 20 * args.batch_size]
-        trainer.fit()
-        trainer.train_data = train
-        opt = None
-        plain_rates, pyro_rates = [], []
+        plains, trainers = {}, {}
+        for v in variants:
+            torch.manual_seed(args.seed)
+            if v.startswith("plain"):
+                plains[v] = [PlainVAE(train.shape[1], args.latent_dim, args.hidden), None]
+                if v.endswith("compiled"):
+                    compiled_plain(plains[v][0])
+                plain_train(plains[v][0], train, k, 20, args.batch_size, args.lr, 0)  # warm up (and compile)
+            else:
+                trainer = pyro_trainer(train, k, args, epochs=1,
+                                       compile="default" if v.endswith("compiled") else None)
+                trainer.train_data = train[: 20 * args.batch_size]
+                trainer.fit()
+                trainers[v] = trainer
+        rates = {v: [] for v in variants}
         for rep in range(args.repeats):
-            rate, opt = plain_train(plain, train, k, args.steps, args.batch_size, args.lr, rep, opt)
-            plain_rates.append(rate)
-            before_steps, before_time = trainer.step, trainer.train_seconds
-            trainer.config.epochs = trainer.epoch + math.ceil(args.steps / steps_per_epoch)
-            trainer.train_data = train[: args.steps * args.batch_size]
-            trainer.fit()
-            pyro_rates.append((trainer.step - before_steps) / (trainer.train_seconds - before_time))
-        p, q = sorted(plain_rates)[len(plain_rates) // 2], sorted(pyro_rates)[len(pyro_rates) // 2]
-        print(f"{name:10s} {p:14.1f} {q:17.1f} {q / p:6.2f}")
+            for v in variants:
+                if v in plains:
+                    rate, plains[v][1] = plain_train(plains[v][0], train, k, args.steps, args.batch_size, args.lr,
+                                                     rep, plains[v][1])
+                else:
+                    trainer = trainers[v]
+                    before_steps, before_time = trainer.step, trainer.train_seconds
+                    trainer.config.epochs = trainer.epoch + math.ceil(args.steps / steps_per_epoch)
+                    trainer.train_data = train[: args.steps * args.batch_size]
+                    trainer.fit()
+                    rate = (trainer.step - before_steps) / (trainer.train_seconds - before_time)
+                rates[v].append(rate)
+        med = {v: sorted(r)[len(r) // 2] for v, r in rates.items()}
+        line = f"{name:10s} " + " ".join(f"{med[v]:24.1f}" for v in variants)
+        line += f" {med['pyro_lvm'] / med['plain']:10.2f}"
+        if args.compile:
+            line += (f" {med['pyro_lvm compiled'] / med['plain compiled']:19.2f}"
+                     f" {med['pyro_lvm compiled'] / med['pyro_lvm']:19.2f}")
+        print(line, flush=True)
 
 
 def quality(data, args):
@@ -191,6 +219,8 @@ def main():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--configs", default="custom", help="comma-separated: custom, " + ", ".join(CONFIGS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true",
+                   help="speed: also time both sides with their networks compiled by torch.compile")
     args = p.parse_args()
     args.objectives = [o for o in args.objectives.split(",") if o]
     args.hidden = tuple(int(h) for h in args.hidden.split(","))

@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--hidden", default="500")
     p.add_argument("--latent-dim", type=int, default=50)
+    p.add_argument("--label-share", type=float, default=None,
+                   help="fraction of each minibatch taken by labelled rows (default: the model's)")
     p.add_argument("--eval-particles", type=int, default=100)
     p.add_argument("--out", default="runs/ssvae")
     return p.parse_args(argv)
@@ -62,8 +64,11 @@ def labels_alone(data, labels: int, hidden, steps: int, lr: float = 1e-3) -> flo
 
 
 def main(args):
+    options = {"labels": args.labels, "hidden": args.hidden, "latent_dim": args.latent_dim}
+    if args.label_share is not None:
+        options["label_share"] = args.label_share
     metrics = train_run("ssvae", args.out, dataset="dynamic_mnist", data_dir=args.data_dir,
-                        model_options={"labels": args.labels, "hidden": args.hidden, "latent_dim": args.latent_dim},
+                        model_options=options,
                         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size),
                         eval_particles=args.eval_particles)
     data = load_dataset("dynamic_mnist", args.data_dir)

@@ -33,6 +33,8 @@ LOG_EVERY = 10
 #: the device only there (and at the end of each epoch)
 CHECK_EVERY = 50
 HISTORY = "history.jsonl"
+#: ``torch.compile`` modes that :attr:`TrainConfig.compile` takes
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _already_a_batch(batch):
@@ -100,6 +102,9 @@ class TrainConfig:
     :param int workers: DataLoader worker processes that read minibatches of a
         training set streamed from disk (:class:`~pyro_lvm.data.images.StreamedRows`);
         0 reads them in the training process. Data in memory need none.
+    :param compile: ``None`` (eager), or a ``torch.compile`` mode (one of :data:`COMPILE_MODES`)
+        for the model's networks (:meth:`~pyro_lvm.base.LatentVariableModel.compile_networks`);
+        ``"reduce-overhead"`` captures CUDA graphs on a GPU.
     """
 
     epochs: Optional[int] = 10
@@ -110,6 +115,7 @@ class TrainConfig:
     progress: bool = True
     clip_norm: Optional[float] = None
     workers: int = 0
+    compile: Optional[str] = None
 
     def __post_init__(self):
         if self.epochs is not None and self.epochs < 0:
@@ -122,6 +128,8 @@ class TrainConfig:
             raise ValueError("clip_norm must be positive")
         if int(self.workers) != self.workers or self.workers < 0:
             raise ValueError(f"workers must be a non-negative integer, got {self.workers}")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or None), got {self.compile!r}")
         check_device(self.device)
 
 
@@ -180,6 +188,11 @@ class Trainer:
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.objective = objective
+        self._compiled_steps = 0 if self.config.compile is None else None
+        if self.config.compile is not None:
+            if not model.compile_networks(self.config.compile):
+                raise ValueError(f"--compile: model {model.registry_name or type(model).__name__} has no "
+                                 "networks to compile")
         if train_transform is not None:  # the model sees transformed minibatches (e.g. binarized afresh)
             first = torch.as_tensor(train[:min(len(train), 1024)]).cpu()
             model.check_data(train_transform(first, torch.Generator().manual_seed(0)), "training data")
@@ -305,7 +318,10 @@ class Trainer:
         ``len(x) / global_size`` (see :mod:`pyro_lvm.distributed`)."""
         self.model.set_step(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss_and_grads(x)
+        if self._compiled_steps is None:  # the first compiled step: say plainly if compiling fails
+            loss = self._first_compiled_loss_and_grads(x)
+        else:
+            loss = self._loss_and_grads(x)
         if self.world_size > 1:
             loss = average_gradients(self.model.parameters(), x.shape[0] / (global_size or x.shape[0]),
                                      extra=loss.to(self.device))
@@ -313,6 +329,19 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
         self.step += 1
+        return loss
+
+    def _first_compiled_loss_and_grads(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._dynamo.exc import TorchDynamoException
+
+        try:
+            loss = self._loss_and_grads(x)
+        except TorchDynamoException as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RuntimeError(f"--compile {self.config.compile}: torch.compile failed on model "
+                               f"{self.model.registry_name or type(self.model).__name__} ({first}); "
+                               "train without --compile") from e
+        self._compiled_steps = 1
         return loss
 
     def _remember_good_state(self) -> None:

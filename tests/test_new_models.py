@@ -163,6 +163,27 @@ def test_balanced_labels_and_stratified_batches():
         balanced_labels(y, 500, 5, seed=0)
 
 
+def test_ssvae_label_share_sets_the_labelled_rows_per_batch():
+    from pyro_lvm.data.datasets import DataSplits
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.bernoulli(torch.full((200, 6), 0.5), generator=g)
+    labels = torch.arange(200) % 3
+    data = DataSplits("toy", rows, rows[:30], rows[:30], support="binary",
+                      labels={"train": labels, "valid": labels[:30], "test": labels[:30]})
+    for share, per_batch in ((0.1, 1), (0.5, 5)):
+        m = SSVAE(input_dim=6, num_classes=3, latent_dim=2, hidden=(5,), labels=30, label_share=share)
+        prepared = m.prepare_data(data)
+        order = prepared.batch_order(200, 10, torch.Generator().manual_seed(0))
+        known = prepared.train[:, -1] >= 0
+        assert int(known.sum()) == 30
+        assert all(int(known[b].sum()) == per_batch for b in order)
+        assert sorted(torch.cat(order)[~known[torch.cat(order)]].tolist()) == (~known).nonzero().squeeze(-1).tolist()
+    for bad in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(ValueError, match="label_share"):
+            SSVAE(input_dim=6, num_classes=3, latent_dim=2, hidden=(5,), label_share=bad)
+
+
 def test_labelled_models_refuse_rows_without_labels():
     m = CVAE(input_dim=4, num_classes=3, latent_dim=2, hidden=(5,))
     with pytest.raises(ValueError, match="class label last"):

@@ -190,3 +190,25 @@ def test_a_transformed_training_set_is_checked_after_its_transform_and_for_nan_e
                 train_transform=dynamic_binarize)
     with pytest.raises(ValueError, match="binary"):  # without the transform the grey values are refused
         Trainer(VAE(input_dim=6, latent_dim=2, hidden=(4,)), ELBO(), torch.rand(10, 6), None, TrainConfig(epochs=1))
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")  # dynamo's own look
+def test_compiled_networks_train_like_eager_ones(tmp_path):
+    """``TrainConfig.compile``: the networks run through torch.compile, the parameters keep their
+    names, and a few steps give the eager parameters to float tolerance."""
+    x = torch.bernoulli(torch.full((40, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for mode in (None, "default"):
+        torch.manual_seed(0)
+        m = VAE(input_dim=6, latent_dim=2, hidden=(5,))
+        cfg = TrainConfig(epochs=1, batch_size=10, progress=False, compile=mode)
+        t = Trainer(m, ELBO(), x, config=cfg, run_dir=tmp_path / str(mode))
+        t.fit()
+        runs[mode] = m.state_dict()
+        if mode is not None:
+            assert getattr(m.encoder.forward, "_pyro_lvm_compiled", False)
+    assert runs[None].keys() == runs["default"].keys()
+    for k in runs[None]:
+        assert torch.allclose(runs[None][k], runs["default"][k], atol=1e-5), k
+    with pytest.raises(ValueError, match="compile must be one of"):
+        TrainConfig(compile="fast")

@@ -16,8 +16,11 @@ and the importance-sampled :math:`\log p(x)` therefore work unchanged.
 
 * ``iaf``: inverse autoregressive flow (Kingma et al. 2016), the affine
   autoregressive map :math:`z_l = \mu_l + \sigma_l \odot z_{l-1}` with
-  :math:`\mu_l, \sigma_l` from a MADE on :math:`(z_{l-1}, h)`; the order of
-  the dimensions is reversed between layers.
+  :math:`\mu_l, \sigma_l` from a MADE on :math:`(z_{l-1}, h)`, with
+  :math:`\log\sigma_l` clipped to :math:`[-5, 3]`; the order of the dimensions
+  is reversed between layers. (The "stable" gated form
+  :math:`z_l = s_l \odot z_{l-1} + (1 - s_l) \odot \mu_l`, :math:`s_l \in (0, 1)`,
+  trained about 3 nats worse at the 10-epoch budget on binarized MNIST.)
 * ``planar``: :math:`z_l = z_{l-1} + u \tanh(w^\top z_{l-1} + b)` with
   :math:`u, w, b` from a network on :math:`h` (Rezende & Mohamed 2015).
 """
@@ -34,7 +37,7 @@ from torch.distributions import Transform
 
 #: flow name -> ``(latent_dim, context_dim, hidden) -> conditional transform module``
 FLOWS: Dict[str, Callable[[int, int, Sequence[int]], nn.Module]] = {
-    "iaf": lambda d, c, hidden: conditional_affine_autoregressive(d, c, hidden_dims=list(hidden), stable=True),
+    "iaf": lambda d, c, hidden: conditional_affine_autoregressive(d, c, hidden_dims=list(hidden)),
     "planar": lambda d, c, hidden: conditional_planar(d, c, hidden_dims=list(hidden)),
 }
 

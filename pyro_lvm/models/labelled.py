@@ -39,7 +39,8 @@ class LabelledModel(LatentVariableModel):
         """The data set with its labels as the last column (see :mod:`pyro_lvm.data.labels`)."""
         hide = ("valid", "test") if self.hide_test_labels else ()
         return with_label_column(data, self.config.num_classes, keep=getattr(self.config, "labels", None),
-                                 seed=getattr(self.config, "label_seed", 0), hide=hide)
+                                 seed=getattr(self.config, "label_seed", 0), hide=hide,
+                                 share=getattr(self.config, "label_share", 0.1))
 
     def observed_values(self, rows: torch.Tensor) -> torch.Tensor:
         return rows[..., :-1]

@@ -73,6 +73,9 @@ class SSVAEConfig:
         :meth:`SSVAE.initialize`; 1 before it runs).
     :param labels: training labels the command line keeps (balanced per class); ``None`` keeps all.
     :param int label_seed: seed of the choice of the kept labels.
+    :param float label_share: the fraction of every training minibatch taken by labelled rows,
+        which cycle (see :func:`~pyro_lvm.data.labels.stratified_order`); with few labels a larger
+        share shows the classifier each label more often at the same cost per epoch.
     :param float min_scale: floor added to every scale.
     """
 
@@ -85,6 +88,7 @@ class SSVAEConfig:
     alpha: Optional[float] = None
     labels: Optional[int] = 100
     label_seed: int = 0
+    label_share: float = 0.1
     min_scale: float = 1e-3
 
     def __post_init__(self):
@@ -94,6 +98,8 @@ class SSVAEConfig:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.labels is not None:
             self.labels = positive_int("labels", self.labels)
+        if not 0 < self.label_share < 1:
+            raise ValueError(f"label_share must lie strictly between 0 and 1, got {self.label_share}")
         if self.alpha is not None and not self.alpha >= 0:
             raise ValueError(f"alpha must be non-negative, got {self.alpha}")
 
