@@ -10,6 +10,9 @@ classifier of the same size as M2's :math:`q(y \\mid x)` on the kept labels alon
 
     python examples/ssvae.py --data-dir ../shared/data --labels 100 --epochs 10 --out runs/ssvae
 
+With 3000 labels, ``--label-share 0.75`` (three quarters of every minibatch
+labelled) reached a test accuracy of 0.952 in 10 epochs (see the ssvae docs page).
+
 The M2 part from the command line::
 
     pyro-lvm train ssvae --dataset dynamic_mnist --labels 100 --epochs 10 --out runs/ssvae

@@ -62,6 +62,8 @@ def _registered(method, check: bool):
 
 
 _POSITIONS: Dict[Tuple[int, str], torch.Tensor] = {}
+#: the recompile limit of dynamo that :meth:`LatentVariableModel.compile_networks` sets at least
+RECOMPILE_LIMIT = 64
 
 
 def _positions(batch_size: int, device) -> torch.Tensor:
@@ -313,8 +315,15 @@ class LatentVariableModel(PyroModule):
         on a GPU (fixed shapes: the last, smaller minibatch of an epoch compiles once more).
         Returns the names of the compiled children.
 
-        (``nn.Module.compile`` is not used: in torch 2.13 it leaves the module uncompiled.)
+        (``nn.Module.compile`` is not used: in torch 2.13 it leaves the module uncompiled.) Every
+        compiled ``forward`` runs through one wrapper function of torch's, whose cache of compiled
+        graphs dynamo caps at ``torch._dynamo.config.recompile_limit`` entries (8 by default) for
+        all networks and input shapes together, past which it runs them eagerly; the cap is raised
+        to :data:`RECOMPILE_LIMIT`.
         """
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         if self.not_compilable:
             raise ValueError(f"--compile is not available for model {self.registry_name or type(self).__name__}: "
                              f"{self.not_compilable}")

@@ -207,6 +207,7 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
         runs[mode] = m.state_dict()
         if mode is not None:
             assert getattr(m.encoder.forward, "_pyro_lvm_compiled", False)
+            assert torch._dynamo.config.recompile_limit >= 64  # all networks share one cache
     assert runs[None].keys() == runs["default"].keys()
     for k in runs[None]:
         assert torch.allclose(runs[None][k], runs["default"][k], atol=1e-5), k
