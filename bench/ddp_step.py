@@ -1,0 +1,74 @@
+"""Where a data-parallel training step spends its time: loss and gradients, all-reduce, Adam.
+
+Times ``--steps`` steps of the VAE 784-200-200-50 on binarized MNIST with a global
+minibatch of ``--batch-size``, each process taking its shard, and prints the
+milliseconds per step of each part, per process::
+
+    OMP_NUM_THREADS=1 python bench/ddp_step.py --data-dir ../shared/data
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data
+    OMP_NUM_THREADS=1 python bench/ddp_step.py --data-dir ../shared/data --shard 50   # one shard alone
+
+The ceiling of the speed-up of P processes is the one-process step over (the
+step on one shard + the all-reduce): when halving the batch saves little, the
+fixed cost per step sets the pace and data parallelism cannot pay.
+"""
+
+import argparse
+import time
+
+import pyro
+import torch
+
+from pyro_lvm.data import load_dataset
+from pyro_lvm.distributed import average_gradients, init_from_environment, shutdown, world
+from pyro_lvm.models import VAE
+from pyro_lvm.objectives import ELBO
+from pyro_lvm.train import TrainConfig, Trainer
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=100, help="global minibatch")
+    p.add_argument("--shard", type=int, default=None, help="points per process (default: batch / processes)")
+    p.add_argument("--steps", type=int, default=300)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    init_from_environment("cpu")
+    rank, size = world()
+    x = load_dataset("binarized_mnist", args.data_dir).train
+    model = VAE(input_dim=784, latent_dim=50, hidden=(200, 200))
+    trainer = Trainer(model, ELBO(), x, config=TrainConfig(epochs=1, batch_size=args.batch_size, progress=False))
+    b = args.shard or args.batch_size // size
+    parts = {"loss and gradients": 0.0, "all-reduce": 0.0, "Adam": 0.0}
+
+    def step(i):
+        start = (i * args.batch_size) % (x.shape[0] - args.batch_size) + rank * b
+        t0 = time.perf_counter()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss = trainer._loss_and_grads(x[start:start + b])
+        t1 = time.perf_counter()
+        if size > 1:
+            average_gradients(trainer.model.parameters(), b / args.batch_size, extra=loss)
+        t2 = time.perf_counter()
+        trainer.optimizer.step()
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    with pyro.validation_enabled(False):
+        for i in range(20):  # warm up
+            step(i)
+        if size > 1:
+            torch.distributed.barrier()
+        begin = time.perf_counter()
+        for i in range(args.steps):
+            for key, seconds in zip(parts, step(i)):
+                parts[key] += seconds
+        total = time.perf_counter() - begin
+    ms = {k: round(v / args.steps * 1e3, 2) for k, v in parts.items()}
+    print(f"rank {rank} of {size}, {b} points per step: {ms} ms; whole step {total / args.steps * 1e3:.2f} ms",
+          flush=True)
+    shutdown()
+
+
+if __name__ == "__main__":
+    main()
