@@ -118,9 +118,6 @@ class LatentVariableModel(PyroModule):
     #: why ``torch.jit.trace`` (``JitTrace_ELBO``) cannot compile the model, or
     #: ``None`` when it can (static shapes, no Python branching on tensor values).
     not_traceable: ClassVar[Optional[str]] = None
-    #: why ``torch.compile`` cannot take this model's networks, or ``None`` when it can
-    #: (see :meth:`compile_networks`).
-    not_compilable: ClassVar[Optional[str]] = None
     #: numbers a model computes per observed value when scoring it (e.g. the
     #: vocabulary size for a softmax output); bounds evaluation chunks' memory.
     evaluation_width: ClassVar[int] = 1
@@ -324,9 +321,6 @@ class LatentVariableModel(PyroModule):
         import torch._dynamo.config as dynamo_config
 
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
-        if self.not_compilable:
-            raise ValueError(f"--compile is not available for model {self.registry_name or type(self).__name__}: "
-                             f"{self.not_compilable}")
         names = []
         for name, child in self.named_children():
             if next(child.parameters(), None) is None or getattr(child.forward, "_pyro_lvm_compiled", False):

@@ -188,7 +188,7 @@ class Trainer:
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.objective = objective
-        self._compiled_steps = 0 if self.config.compile is None else None
+        self._compile_pending = self.config.compile is not None  # until a compiled step has run
         if self.config.compile is not None:
             if not model.compile_networks(self.config.compile):
                 raise ValueError(f"--compile: model {model.registry_name or type(model).__name__} has no "
@@ -318,7 +318,7 @@ class Trainer:
         ``len(x) / global_size`` (see :mod:`pyro_lvm.distributed`)."""
         self.model.set_step(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        if self._compiled_steps is None:  # the first compiled step: say plainly if compiling fails
+        if self._compile_pending:  # the first compiled step: say plainly if compiling fails
             loss = self._first_compiled_loss_and_grads(x)
         else:
             loss = self._loss_and_grads(x)
@@ -341,7 +341,7 @@ class Trainer:
             raise RuntimeError(f"--compile {self.config.compile}: torch.compile failed on model "
                                f"{self.model.registry_name or type(self.model).__name__} ({first}); "
                                "train without --compile") from e
-        self._compiled_steps = 1
+        self._compile_pending = False
         return loss
 
     def _remember_good_state(self) -> None:

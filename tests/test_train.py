@@ -213,3 +213,23 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
         assert torch.allclose(runs[None][k], runs["default"][k], atol=1e-5), k
     with pytest.raises(ValueError, match="compile must be one of"):
         TrainConfig(compile="fast")
+
+
+def test_compile_failures_say_what_to_do(monkeypatch):
+    from torch._dynamo.exc import TorchDynamoException
+
+    x = torch.bernoulli(torch.full((20, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(epochs=1, batch_size=10, progress=False, compile="default")
+    m = VAE(input_dim=6, latent_dim=2, hidden=(5,))
+    monkeypatch.setattr(VAE, "compile_networks", lambda self, mode: ())
+    with pytest.raises(ValueError, match="no networks to compile"):
+        Trainer(m, ELBO(), x, config=cfg)
+    monkeypatch.undo()
+
+    def fails(self, batch):
+        raise TorchDynamoException("backend failed\nlong details")
+
+    t = Trainer(VAE(input_dim=6, latent_dim=2, hidden=(5,)), ELBO(), x, config=cfg)
+    monkeypatch.setattr(Trainer, "_loss_and_grads", fails)
+    with pytest.raises(RuntimeError, match=r"torch.compile failed on model vae \(backend failed\); train without"):
+        t.fit()
