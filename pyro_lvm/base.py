@@ -362,14 +362,11 @@ class LatentVariableModel(PyroModule):
     #: whether ``decode(z)`` takes a latent code alone (latent traversals are drawn for such models)
     decodes_codes_alone = True
 
-    def image_grids(self) -> Dict[str, Any]:
-        """Model-specific grids of images for the run's figures: ``{name: (images, title)}``,
-        each drawn by the runs into ``name.png`` (none by default)."""
-        return {}
-
-    def extra_figures(self, data: Any, out: Any) -> Dict[str, str]:
-        """Model-specific figures written into the folder ``out`` for the
-        :class:`~pyro_lvm.data.DataSplits` ``data``; returns ``{name: path}``."""
+    def image_grids(self, data: Any) -> Dict[str, Any]:
+        """Model-specific grids of images for the run's figures of the
+        :class:`~pyro_lvm.data.DataSplits` ``data``: ``{name: (images, title, columns)}``, rows of
+        ``images`` laid out ``columns`` to a row, each drawn by the runs into ``name.png`` (none by
+        default; the model computes, it never plots)."""
         return {}
 
     def extra_repr(self) -> str:

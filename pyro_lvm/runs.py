@@ -96,9 +96,9 @@ def write_figures(model, data: DataSplits, history, out: Path, num: int = 64,
                                                          out / "reconstructions.png"))
         with torch.no_grad():
             figures.update(latent_figures(model, data, out))
-            figures.update(model.extra_figures(data, out))
-            for name, (images, title) in model.image_grids().items():
-                figures[name] = str(image_grid(images.cpu().numpy(), data.image_shape, out / f"{name}.png", title))
+            for name, (images, title, columns) in model.image_grids(data).items():
+                figures[name] = str(image_grid(images.cpu().numpy(), data.image_shape, out / f"{name}.png", title,
+                                               ncol=columns))
     return figures
 
 

@@ -144,3 +144,14 @@ def test_catvae_category_grid_changes_one_latent_per_row():
     for i in range(3):  # the entry of row i at the base class reproduces the base code's decoding
         k = int(base[i].argmax())
         assert torch.allclose(images[i * 4 + k], m.decode(base.unsqueeze(0)).mean[0])
+
+
+def test_catvae_offers_its_category_grid_as_an_image_grid():
+    from types import SimpleNamespace
+
+    m = CatVAE(input_dim=12, num_latents=3, num_classes=4, hidden=(16,))
+    x = _binary(2)
+    grids = m.image_grids(SimpleNamespace(test=x))
+    images, title, columns = grids["category_grid"]
+    assert torch.equal(images, m.category_grid(x[0])) and columns == 4 and "latent i" in title
+    assert m.training  # drawn in eval mode, the mode given back

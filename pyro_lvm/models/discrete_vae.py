@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -405,21 +405,14 @@ class CatVAE(DiscreteVAE):
             codes[i, :, i] = eye
         return self.decode(codes.reshape((-1,) + self.code_shape)).mean
 
-    def extra_figures(self, data, out):
-        if data.image_shape is None:
-            return {}
-        from pathlib import Path
-
-        from pyro_lvm.plotting import image_grid
-
+    def image_grids(self, data) -> Dict[str, Any]:
+        """``category_grid`` (:meth:`category_grid` at the first test image), ``num_classes`` to a row."""
         was = self.training
         self.eval()
         try:
-            images = self.category_grid(data.test[0]).cpu().numpy()
+            images = self.category_grid(data.test[0])
         finally:
             self.train(was)
-        path = image_grid(images, data.image_shape, Path(out) / "category_grid.png",
-                          "row i: latent i set to class 1..K, the others at a test image's code",
-                          ncol=self.config.num_classes)
-        return {"category_grid": str(path)}
+        return {"category_grid": (images, "row i: latent i set to class 1..K, the others at a test image's code",
+                                  self.config.num_classes)}
 

@@ -114,10 +114,10 @@ class LabelledModel(LatentVariableModel):
     #: ``decode`` takes a code and a label: no latent traversals
     decodes_codes_alone = False
 
-    def image_grids(self) -> Dict[str, Any]:
+    def image_grids(self, data: Any) -> Dict[str, Any]:
         """``class_samples``: a row of samples per class, the same :math:`z` down each column."""
         return {"class_samples": (self.class_samples(8), f"a row per class ({self.config.num_classes}), "
-                                  "the same z down each column")}
+                                  "the same z down each column", 8)}
 
     @torch.no_grad()
     def class_samples(self, columns: int = 8) -> torch.Tensor:
