@@ -25,6 +25,7 @@ from typing import List, Optional
 
 import torch
 
+from pyro_lvm.clustering import kmeans_plusplus
 from pyro_lvm.models.gmm import GMM
 
 
@@ -41,23 +42,6 @@ class EMResult:
     history: List[float] = field(default_factory=list)
     restart_logliks: List[float] = field(default_factory=list)
     degenerate_restarts: int = 0
-
-
-def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): ``k`` rows of ``x``, spread out."""
-    n = x.shape[0]
-    first = torch.randint(n, (1,), generator=generator, device=generator.device).to(x.device)
-    centers = [x[first[0]]]
-    d2 = ((x - centers[0]) ** 2).sum(-1)
-    for _ in range(1, k):
-        total = d2.sum()
-        if total <= 0:
-            idx = torch.randint(n, (1,), generator=generator, device=generator.device).to(x.device)[0]
-        else:
-            idx = torch.multinomial((d2 / total).to(generator.device), 1, generator=generator).to(x.device)[0]
-        centers.append(x[idx])
-        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(-1))
-    return torch.stack(centers)
 
 
 def _log_gauss(x, locs, covariances):

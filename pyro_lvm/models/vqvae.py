@@ -50,7 +50,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
-from pyro_lvm.inference.em import kmeans_plusplus
+from pyro_lvm.clustering import kmeans, kmeans_plusplus
 from pyro_lvm.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder, check_network, grid_sizes, parse_hidden
 from pyro_lvm.registry import MODELS
 
@@ -317,8 +317,6 @@ class VQVAE(LatentVariableModel):
     def extra_metrics(self, train: torch.Tensor, test: torch.Tensor, metrics: Dict[str, Any],
                       labels=None) -> Dict[str, Any]:
         """Code usage, reconstruction MSE and the shallow k-means baseline with the same K."""
-        from pyro_lvm.inference.kmeans import kmeans
-
         was = self.training
         self.eval()
         try:

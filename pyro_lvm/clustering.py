@@ -1,4 +1,6 @@
-r"""k-means by Lloyd's algorithm, the shallow vector-quantization baseline.
+r"""k-means by Lloyd's algorithm, the shallow vector-quantization baseline, and k-means++ seeding
+(for the GMM's EM and the VQ-VAE's codebook); a leaf module that the models and the fitting
+methods both use.
 
 Minimises :math:`\sum_n \min_k \lVert x_n - c_k \rVert^2` by alternating
 assignment and centroid updates from a k-means++ start. Used as the shallow
@@ -13,7 +15,22 @@ from typing import Optional
 
 import torch
 
-from pyro_lvm.inference.em import kmeans_plusplus
+
+def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): ``k`` rows of ``x``, spread out."""
+    n = x.shape[0]
+    first = torch.randint(n, (1,), generator=generator, device=generator.device).to(x.device)
+    centers = [x[first[0]]]
+    d2 = ((x - centers[0]) ** 2).sum(-1)
+    for _ in range(1, k):
+        total = d2.sum()
+        if total <= 0:
+            idx = torch.randint(n, (1,), generator=generator, device=generator.device).to(x.device)[0]
+        else:
+            idx = torch.multinomial((d2 / total).to(generator.device), 1, generator=generator).to(x.device)[0]
+        centers.append(x[idx])
+        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(-1))
+    return torch.stack(centers)
 
 
 @dataclass
