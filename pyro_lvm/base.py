@@ -118,6 +118,10 @@ class LatentVariableModel(PyroModule):
     #: why ``torch.jit.trace`` (``JitTrace_ELBO``) cannot compile the model, or
     #: ``None`` when it can (static shapes, no Python branching on tensor values).
     not_traceable: ClassVar[Optional[str]] = None
+    #: how the command line trains the model: ``"amortized"`` (a Trainer and an objective on a
+    #: data set) or ``"tabular"`` (a CSV file, fitted by a method such as EM); see
+    #: :data:`pyro_lvm.cli.TRAIN_FLOWS`.
+    train_flow: ClassVar[str] = "amortized"
     #: numbers a model computes per observed value when scoring it (e.g. the
     #: vocabulary size for a softmax output); bounds evaluation chunks' memory.
     evaluation_width: ClassVar[int] = 1

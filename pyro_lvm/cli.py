@@ -275,9 +275,6 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     r.add_argument("--no-figures", action="store_true")
 
 
-#: models whose training is not the generic "SVI on a named data set" flow:
-#: name -> (add their options, run); every other model gets the generic flow.
-SPECIAL_TRAIN = {"gmm": (_add_gmm_train_options, _run_gmm_train)}
 
 
 def _add_train_parser(sub) -> None:
@@ -287,11 +284,8 @@ def _add_train_parser(sub) -> None:
         cls = MODELS.get(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         p = models.add_parser(name, help=doc, description=doc)
-        add_options, run = SPECIAL_TRAIN.get(name, (None, _train))
-        if add_options is None:
-            _add_generic_train_options(p, cls)
-        else:
-            add_options(p)
+        add_options, run = TRAIN_FLOWS[cls.train_flow]
+        add_options(p, cls)
         p.set_defaults(handler=run)
 
 
@@ -565,6 +559,14 @@ def _train(args) -> Dict[str, Any]:
 FAILED_RUN = 1
 USAGE_ERROR = 2
 DEBUG_VARIABLE = "PYRO_LVM_DEBUG"
+
+
+#: the command-line flows of ``train``: a model class names its own in ``train_flow``
+#: (:attr:`~pyro_lvm.base.LatentVariableModel.train_flow`); flow -> (add its options, run)
+TRAIN_FLOWS = {
+    "amortized": (_add_generic_train_options, _train),  # a Trainer and an objective on a data set
+    "tabular": (lambda p, cls: _add_gmm_train_options(p), _run_gmm_train),  # a CSV file; EM, SVI or NUTS
+}
 
 
 def _out_of_memory(e: BaseException) -> bool:

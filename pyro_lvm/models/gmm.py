@@ -106,6 +106,7 @@ class GMM(LatentVariableModel):
 
     Config = GMMConfig
     latent_sites = ("z",)
+    train_flow = "tabular"  # pyro-lvm train gmm reads a CSV file and fits by EM, SVI or NUTS
 
     def __init__(self, config: Optional[GMMConfig] = None, **kwargs):
         super().__init__(config, **kwargs)
