@@ -10,8 +10,9 @@ classifier of the same size as M2's :math:`q(y \\mid x)` on the kept labels alon
 
     python examples/ssvae.py --data-dir ../shared/data --labels 100 --epochs 10 --out runs/ssvae
 
-With 3000 labels, ``--label-share 0.75`` (three quarters of every minibatch
-labelled) reached a test accuracy of 0.952 in 10 epochs (see the ssvae docs page).
+With the default ``--label-share`` 0.75 (three quarters of every minibatch
+labelled), 10 epochs reached test accuracies of 0.853 with 100 labels (labels
+alone: 0.735) and 0.952 with 3000 (see the ssvae docs page).
 
 The M2 part from the command line::
 

@@ -40,7 +40,7 @@ class LabelledModel(LatentVariableModel):
         hide = ("valid", "test") if self.hide_test_labels else ()
         return with_label_column(data, self.config.num_classes, keep=getattr(self.config, "labels", None),
                                  seed=getattr(self.config, "label_seed", 0), hide=hide,
-                                 share=getattr(self.config, "label_share", 0.5))
+                                 share=getattr(self.config, "label_share", 0.75))
 
     def observed_values(self, rows: torch.Tensor) -> torch.Tensor:
         return rows[..., :-1]

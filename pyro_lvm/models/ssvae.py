@@ -76,8 +76,9 @@ class SSVAEConfig:
     :param float label_share: the fraction of every training minibatch taken by labelled rows,
         which cycle (see :func:`~pyro_lvm.data.labels.stratified_order`). An epoch is one pass over
         the unlabelled rows, so a larger share means more steps per epoch, each cheaper (labelled
-        rows need no enumeration), about the same compute, and every label seen more often: on MNIST
-        with 3000 labels and 10 epochs, 0.1 gave a test accuracy of 0.931, 0.5 gave 0.945.
+        rows need no enumeration), a little more compute, and every label seen more often: on MNIST
+        in 10 epochs, 0.1, 0.5 and 0.75 gave test accuracies of 0.778, 0.811 and 0.853 with 100
+        labels, 0.931, 0.945 and 0.952 with 3000.
     :param float min_scale: floor added to every scale.
     """
 
@@ -90,7 +91,7 @@ class SSVAEConfig:
     alpha: Optional[float] = None
     labels: Optional[int] = 100
     label_seed: int = 0
-    label_share: float = 0.5
+    label_share: float = 0.75
     min_scale: float = 1e-3
 
     def __post_init__(self):
