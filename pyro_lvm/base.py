@@ -61,21 +61,8 @@ def _registered(method, check: bool):
     return wrapper
 
 
-_POSITIONS: Dict[Tuple[int, str], torch.Tensor] = {}
 #: the recompile limit of dynamo that :meth:`LatentVariableModel.compile_networks` sets at least
 RECOMPILE_LIMIT = 64
-
-
-def _positions(batch_size: int, device) -> torch.Tensor:
-    """``torch.arange(batch_size)`` on ``device``, made once per size and device (the data plate's
-    subsample indices: the minibatch is passed in, so they only name its rows)."""
-    key = (int(batch_size), str(torch.device(device) if device is not None else "cpu"))
-    index = _POSITIONS.get(key)
-    if index is None:
-        if len(_POSITIONS) > 256:  # many sizes (text buckets): keep the cache small
-            _POSITIONS.clear()
-        index = _POSITIONS[key] = torch.arange(batch_size, device=device)
-    return index
 
 
 class LatentVariableModel(PyroModule):
@@ -200,7 +187,9 @@ class LatentVariableModel(PyroModule):
             raise ValueError(
                 f"data_size ({data_size}) must be at least the batch size ({batch_size})"
             )
-        return pyro.plate("data", data_size, subsample=_positions(batch_size, device), dim=-1)
+        return pyro.plate(
+            "data", data_size, subsample=torch.arange(batch_size, device=device), dim=-1
+        )
 
     # --------------------------------------------------------- to implement
     def model(self, x: Optional[torch.Tensor] = None, *, data_size: Optional[int] = None,

@@ -275,8 +275,6 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     r.add_argument("--no-figures", action="store_true")
 
 
-
-
 def _add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="train a model and evaluate it")
     models = train.add_subparsers(dest="model", metavar="MODEL", required=True)

@@ -197,7 +197,11 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
     """``TrainConfig.compile``: the networks run through torch.compile, the parameters keep their
     names, and a few steps give the eager parameters to float tolerance."""
     x = torch.bernoulli(torch.full((40, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    from torch._dynamo.utils import counters
+
     runs = {}
+    torch._dynamo.reset()
+    counters.clear()
     for mode in (None, "default"):
         torch.manual_seed(0)
         m = VAE(input_dim=6, latent_dim=2, hidden=(5,))
@@ -208,6 +212,7 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
         if mode is not None:
             assert getattr(m.encoder.forward, "_pyro_lvm_compiled", False)
             assert torch._dynamo.config.recompile_limit >= 64  # all networks share one cache
+            assert counters["stats"]["unique_graphs"] >= 2  # dynamo compiled the encoder and the decoder
     assert runs[None].keys() == runs["default"].keys()
     for k in runs[None]:
         assert torch.allclose(runs[None][k], runs["default"][k], atol=1e-5), k

@@ -38,9 +38,9 @@ class LabelledModel(LatentVariableModel):
     def prepare_data(self, data):
         """The data set with its labels as the last column (see :mod:`pyro_lvm.data.labels`)."""
         hide = ("valid", "test") if self.hide_test_labels else ()
+        share = {"share": self.config.label_share} if hasattr(self.config, "label_share") else {}
         return with_label_column(data, self.config.num_classes, keep=getattr(self.config, "labels", None),
-                                 seed=getattr(self.config, "label_seed", 0), hide=hide,
-                                 share=getattr(self.config, "label_share", 0.75))
+                                 seed=getattr(self.config, "label_seed", 0), hide=hide, **share)
 
     def observed_values(self, rows: torch.Tensor) -> torch.Tensor:
         return rows[..., :-1]

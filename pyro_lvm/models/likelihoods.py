@@ -79,7 +79,6 @@ def initial_output_bias(decoder, likelihood: Likelihood, values: torch.Tensor) -
     set_output_bias(decoder, likelihood.location(values.float().mean(0)))
 
 
-
 #: the data supports each likelihood's support takes (the Gaussian takes any real values)
 _TAKES = {"binary": ("binary",), "eight_bit": ("eight_bit", "binary"),
           "unit_interval": ("unit_interval", "eight_bit", "binary")}
