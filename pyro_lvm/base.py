@@ -114,6 +114,11 @@ class LatentVariableModel(PyroModule):
     evaluation_width: ClassVar[int] = 1
     #: the name under which the class is registered (set by the registry).
     registry_name: ClassVar[str] = ""
+    #: a KL warm-up for runs of the command line that name no schedule (``--kl-anneal``): the
+    #: fraction of the run's training steps over which the KL weight rises linearly to 1, or
+    #: ``None`` for none. A model whose upper latents stay unused without one sets it; the
+    #: Trainer, Pyro's SVI and the objectives never apply it on their own.
+    default_kl_warmup: ClassVar[Optional[float]] = None
 
     def __init__(self, config: Any = None, **kwargs: Any):
         super().__init__()

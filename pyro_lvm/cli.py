@@ -238,7 +238,9 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     o.add_argument("--objective", default=None, choices=OBJECTIVES.names(),
                    help="default: the model's own (elbo; for discrete VAEs the estimator's)")
     p.set_defaults(objective_fields=_add_objective_options(o))
-    o.add_argument("--kl-anneal", default="none", choices=SCHEDULES.names())
+    o.add_argument("--kl-anneal", default=None, choices=SCHEDULES.names(),
+                   help="KL weight schedule over --anneal-steps (default: the model's warm-up where it has one, "
+                   "hvae: linear over the whole run; else none)")
     o.add_argument("--anneal-steps", type=_positive, default=10000)
     o.add_argument("--anneal-start", type=_start_weight, default=0.01,
                    help="the KL weight at step 0 of the ramp, in (0, 1]")
@@ -521,9 +523,10 @@ def _train(args) -> Dict[str, Any]:
 
     model_options = {k: getattr(args, k) for k in args.model_fields if getattr(args, k) is not None}
     objective_options = {k: getattr(args, k) for k in args.objective_fields}
-    if args.kl_anneal != "none":
-        objective_options.update(kl_anneal=args.kl_anneal, anneal_steps=args.anneal_steps,
-                                 anneal_start=args.anneal_start)
+    if args.kl_anneal is not None:  # else the model's own warm-up, if any (runs.train_run)
+        objective_options["kl_anneal"] = args.kl_anneal
+        if args.kl_anneal != "none":
+            objective_options.update(anneal_steps=args.anneal_steps, anneal_start=args.anneal_start)
     if args.pretrain_steps:
         objective_options["pretrain_steps"] = args.pretrain_steps
         if "reset_decoder_at" in args.model_fields:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -199,6 +200,24 @@ def _resume_settings(saved: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, 
             if given.get(k) is not None and given[k] != current.get(k)}
 
 
+def _with_default_warmup(model, objective: str, objective_options: Dict[str, Any], data: DataSplits,
+                         train: TrainConfig) -> Dict[str, Any]:
+    """``objective_options`` with the model's KL warm-up (:attr:`~pyro_lvm.base.LatentVariableModel.default_kl_warmup`)
+    as a linear schedule over that fraction of the run's steps, when the model has one, the options
+    name no schedule (``kl_anneal``; ``"none"`` turns it off) and the objective takes one."""
+    fraction = model.default_kl_warmup
+    takes_schedule = "annealing" in inspect.signature(OBJECTIVES.get(objective).__init__).parameters
+    if fraction is None or "kl_anneal" in objective_options or not takes_schedule:
+        return objective_options
+    n = data.train.shape[0]
+    if data.batch_order is None:
+        per_epoch = math.ceil(n / train.batch_size)
+    else:  # the data set's own batching (e.g. labelled and unlabelled rows mixed)
+        per_epoch = len(data.batch_order(n, train.batch_size, torch.Generator().manual_seed(train.seed)))
+    steps = max(1, round(fraction * train.epochs * per_epoch))
+    return {**objective_options, "kl_anneal": "linear", "anneal_steps": steps}
+
+
 def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None,
               model_options: Optional[Dict[str, Any]] = None,
               objective: Optional[str] = None, objective_options: Optional[Dict[str, Any]] = None,
@@ -207,7 +226,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
               data_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train ``model_name`` on ``dataset``, evaluate on the test split, write the run folder.
 
-    ``objective=None`` takes the model's ``default_objective``; ``None`` epochs,
+    ``objective=None`` takes the model's ``default_objective``, and a new run whose
+    ``objective_options`` name no ``kl_anneal`` the model's ``default_kl_warmup``; ``None`` epochs,
     batch size, learning rate or ``eval_particles`` take the data set's suggestions
     (``dataset=None``: the embedded small binarized MNIST). ``data_options`` go to
     the data set's loader (e.g. ``data_file`` for ``text``).
@@ -282,6 +302,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         data = model.prepare_data(data)  # (a resumed run's data came prepared; it reads its checkpoint)
         model.initialize(data.train_rows())
     objective = objective or model.default_objective
+    if config is None:  # a new run that names no KL schedule takes the model's warm-up, if it has one
+        objective_options = _with_default_warmup(model, objective, objective_options, data, train)
     obj = build_objective(objective, **objective_options)
     data.to(train.device)
     trainer = Trainer(model, obj, data.train, data.valid, train, run_dir=out,  # checks data and objective

@@ -44,3 +44,7 @@ def test_example_runs(script, tmp_path, data_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{"):])
     assert summary and all(v == v for v in summary.values())
+    if script == "hvae.py":  # the one-layer VAE is compared under the hvae's own KL warm-up
+        schedules = [json.loads((tmp_path / "run" / m / "config.json").read_text())["objective_options"]
+                     for m in ("hvae", "vae")]
+        assert schedules[0]["kl_anneal"] == "linear" and schedules[0] == schedules[1]

@@ -266,3 +266,42 @@ def test_initialize_sets_a_conv_decoders_channel_means():
     values = torch.rand(30, 64)
     model.initialize(values)
     assert model.decoder.net[-1].bias[0].item() == pytest.approx(values.mean().item(), abs=1e-6)
+
+
+def test_hvae_runs_warm_up_the_kl_over_the_run_unless_told_otherwise(tmp_path, capsys):
+    """``pyro-lvm train hvae`` takes the model's warm-up (linear over all 2 x 10 steps here) into the
+    run's settings, a resume keeps it, ``--kl-anneal none`` turns it off, and the VAE has none."""
+    common = ["--dataset", "binarized_mnist_small", "--batch-size", "500", "--no-progress", "--no-figures",
+              "--eval-particles", "2", "--hidden", "8"]
+    hvae = ["train", "hvae", "--latent-dims", "4,2", "--hidden2", "4", *common]
+
+    def objective_options(run):
+        return json.loads((tmp_path / run / "config.json").read_text())["objective_options"]
+
+    assert main([*hvae, "--epochs", "2", "--out", str(tmp_path / "warm")]) == 0
+    assert objective_options("warm") == {"kl_anneal": "linear", "anneal_steps": 20}
+    assert main([*hvae, "--epochs", "3", "--resume", "--out", str(tmp_path / "warm")]) == 0
+    assert objective_options("warm") == {"kl_anneal": "linear", "anneal_steps": 20}
+    assert main([*hvae, "--epochs", "1", "--kl-anneal", "none", "--out", str(tmp_path / "cold")]) == 0
+    assert objective_options("cold") == {"kl_anneal": "none"}
+    assert main(["train", "vae", "--latent-dim", "2", *common, "--epochs", "1", "--out", str(tmp_path / "vae")]) == 0
+    assert "kl_anneal" not in objective_options("vae")
+    capsys.readouterr()
+
+
+def test_a_warm_up_weights_the_kl_of_the_first_steps():
+    """The schedule a warm-up builds scores the first step's latents at the start weight: the loss
+    is log p(x|z) + 0.01 (log p(z) - log q(z|x)) for the same draws."""
+    from pyro_lvm.runs import build_objective
+
+    m = HVAE(input_dim=6, latent_dims=(3, 2), hidden=(8,), hidden2=(4,))
+    x = torch.bernoulli(torch.full((5, 6), 0.5))
+    objective = build_objective("elbo", kl_anneal="linear", anneal_steps=20)
+    pyro.set_rng_seed(0)
+    loss = objective.terms(m.model, m.guide, x, step=0).loss
+    pyro.set_rng_seed(0)
+    guide = pyro.poutine.trace(m.guide).get_trace(x)
+    z1, z2 = guide.nodes["z1"]["value"], guide.nodes["z2"]["value"]
+    kl_part = (m.prior(5).log_prob(z2) + m.conditional_prior(z2).log_prob(z1)
+               - m.encode(x).log_prob(z1) - m.encode_top(z1).log_prob(z2))
+    assert torch.allclose(loss, -(m.decode(z1).log_prob(x) + 0.01 * kl_part).sum(), atol=1e-5)
