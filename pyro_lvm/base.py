@@ -244,6 +244,13 @@ class LatentVariableModel(PyroModule):
         """The objective used when a command does not name one."""
         return "elbo"
 
+    def predictive_guide(self, x: torch.Tensor, **kwargs):
+        """The guide a posterior predictive draws its latents from: one over the latent sites of
+        the model's generating path (``model(None, num_samples=len(x))``), a point per row of
+        ``x``. The guide itself here; a model whose guide splits the rows (the M2 model's
+        labelled and unlabelled parts) overrides it."""
+        return self.guide(x, **kwargs)
+
     def prepare_data(self, data):
         """The :class:`~pyro_lvm.data.DataSplits` as this model reads it (e.g. with the class labels as a
         column); called by the command line after loading a data set; unchanged here."""

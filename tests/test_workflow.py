@@ -20,14 +20,12 @@ from pyro_lvm.evaluation.predictive import (
 )
 from pyro_lvm.export.arviz import from_model, group_names
 from pyro_lvm.inference.local import LocalGaussianGuide, fit_local_guide
-from pyro_lvm.models import PPCA, VAE
+from pyro_lvm.models import PPCA, SSVAE, VAE
 from pyro_lvm.runs_workflow import compare_log_likelihoods
 
 from cases import MODEL_CASES
 
-#: the ssvae's model splits rows into labelled and unlabelled parts (two plates), which the generic
-#: posterior predictive (the model replayed at x=None) does not handle yet
-AMORTIZED = sorted(m for m in MODEL_CASES if not m.startswith("gmm") and not m.startswith("ssvae"))
+AMORTIZED = sorted(m for m in MODEL_CASES if not m.startswith("gmm"))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +61,22 @@ def test_prior_and_posterior_predictive_of_every_amortized_model(model_case):
     check = posterior_predictive_check(model, x, num_samples=4)
     for s in check["statistics"].values():
         assert all(0 <= v["p_value"] <= 1 for v in s["summaries"].values())
+
+
+def test_m2_replicates_a_labelled_row_at_its_label_and_an_unlabelled_one_at_a_guessed_class():
+    pyro.set_rng_seed(0)
+    m = SSVAE(input_dim=6, num_classes=3, latent_dim=2, hidden=(5,))
+    x = torch.bernoulli(torch.full((40, 6), 0.5))
+    labels = torch.tensor([2, -1, 0, -1] * 10)
+    rep = posterior_predictive(m, m.with_labels(x, labels), num_samples=50)
+    assert rep["y"].shape == (50, 40, 3) and rep["x"].shape == (50, 40, 6)
+    known = labels >= 0
+    assert (rep["y"][:, known].argmax(-1) == labels[known]).all()  # every draw, the row's own label
+    guessed = rep["y"][:, ~known].argmax(-1)
+    assert len(guessed.unique()) == 3  # drawn from q(y|x), which an untrained classifier spreads
+    probs = m.classify_logits(x[~known]).softmax(-1).detach()
+    freq = torch.nn.functional.one_hot(guessed, 3).float().mean((0, 1))
+    assert torch.allclose(freq, probs.mean(0), atol=0.05)
 
 
 def test_posterior_predictive_replicates_each_point_from_its_own_posterior():
@@ -133,6 +147,15 @@ def test_export_refuses_a_model_without_latents():
     make_model, make_data = MODEL_CASES["lstmlm"]
     with pytest.raises(ValueError, match="no latent variables"):
         from_model(make_model(), make_data(4), num_samples=2, num_particles=2)
+
+
+def test_export_of_m2_takes_unlabelled_rows_and_refuses_labelled_ones():
+    m = SSVAE(input_dim=6, num_classes=3, latent_dim=2, hidden=(5,))
+    x = torch.bernoulli(torch.full((6, 6), 0.5))
+    idata = from_model(m, m.with_labels(x, torch.full((6,), -1)), num_samples=3, num_particles=5)
+    assert idata.posterior["y"].shape[:3] == (1, 3, 6)
+    with pytest.raises(ValueError, match="does not draw 'y' for every row"):
+        from_model(m, m.with_labels(x, torch.tensor([2, -1, 0, -1, 1, -1])), num_samples=2, num_particles=2)
 
 
 # ----------------------------------------------------------------- comparison

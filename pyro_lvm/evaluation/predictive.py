@@ -71,14 +71,15 @@ def prior_predictive(model, num_points: int, num_samples: int = 1) -> Dict[str, 
 
 
 def posterior_latents(model, x: torch.Tensor, num_samples: int = 1) -> Dict[str, torch.Tensor]:
-    """``num_samples`` draws of the latent sites from the guide for every row of ``x``,
+    """``num_samples`` draws of the latent sites from the guide (the model's
+    :meth:`~pyro_lvm.base.LatentVariableModel.predictive_guide`) for every row of ``x``,
     each of shape ``(num_samples, len(x), ...)``."""
     x = model.check_data(x)
     _check_counts(num_samples=num_samples)
     if not model.latent_sites:
         return {}
     with as_evaluated(model):
-        draws = Predictive(model.guide, num_samples=int(num_samples),
+        draws = Predictive(model.predictive_guide, num_samples=int(num_samples),
                            return_sites=list(model.latent_sites))(x)
     missing = [s for s in model.latent_sites if s not in draws]
     if missing:

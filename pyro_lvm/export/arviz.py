@@ -143,8 +143,15 @@ def from_model(model, x, num_samples: int = 10, num_particles: int = 1000, point
         for start in range(0, n, chunk):
             model_trace, guide_trace = trace_pair(model.model, model.guide, (x[start:start + chunk],), {},
                                                   num_samples, model.max_plate_nesting)
+            rows = min(chunk, n - start)
             for site in latents:
-                latents[site].append(guide_trace.nodes[site]["value"])
+                value = guide_trace.nodes[site]["value"] if site in guide_trace.nodes else None
+                if value is None or value.dim() < 2 or value.shape[1] != rows:
+                    name = type(model).registry_name or type(model).__name__
+                    raise ValueError(f"{name}'s guide does not draw {site!r} for every row of x (it scores "
+                                     "some rows apart, e.g. labelled ones); export rows it treats alike, "
+                                     "e.g. with every label unknown (-1)")
+                latents[site].append(value)
             log_lik.append(LogDensities(model_trace, guide_trace).log_lik)
     latents = {site: torch.cat(v, dim=1) for site, v in latents.items()}  # (S, N, ...)
     replicated = posterior_predictive(model, x, num_samples, latents=latents)[obs]

@@ -41,6 +41,8 @@ the classifier; ``test_accuracy`` scores the classifier.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -240,6 +242,19 @@ class SSVAE(LabelledModel):
                 y = pyro.sample("y", dist.OneHotCategorical(logits=self.classify_logits(xu)),
                                 infer={"enumerate": "parallel"})
                 pyro.sample("z", self.encode_with(xu, y))
+
+    def predictive_guide(self, x, **kwargs):
+        r"""The guide over the generating path's ``y`` and ``z``, one plate over all rows in their
+        order: a labelled row's ``y`` is its label (a point mass), an unlabelled row's is drawn from
+        :math:`q_\phi(y \mid x)`; then :math:`z \sim q_\phi(z \mid x, y)`. A posterior predictive
+        replicates each row from it."""
+        values, labels = self.split(x)
+        logits = self.classify_logits(values)
+        known = torch.full_like(logits, -math.inf).scatter(-1, labels.clamp(min=0).unsqueeze(-1), 0.0)
+        logits = torch.where((labels >= 0).unsqueeze(-1), known, logits)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            y = pyro.sample("y", dist.OneHotCategorical(logits=logits))
+            pyro.sample("z", self.encode_with(values, y))
 
     # ------------------------------------------------------------- metrics
     def extra_metrics(self, train, test, metrics, labels=None) -> Dict[str, Any]:
