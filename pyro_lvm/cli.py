@@ -241,9 +241,10 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     o.add_argument("--kl-anneal", default=None, choices=SCHEDULES.names(),
                    help="KL weight schedule over --anneal-steps (default: the model's warm-up where it has one, "
                    "hvae: linear over the whole run; else none)")
-    o.add_argument("--anneal-steps", type=_positive, default=10000)
-    o.add_argument("--anneal-start", type=_start_weight, default=0.01,
-                   help="the KL weight at step 0 of the ramp, in (0, 1]")
+    o.add_argument("--anneal-steps", type=_positive, default=None,
+                   help="the ramp's length in steps (default: 10000; the hvae's warm-up: the whole run)")
+    o.add_argument("--anneal-start", type=_start_weight, default=None,
+                   help="the KL weight at step 0 of the ramp, in (0, 1] (default: 0.01)")
     o.add_argument("--pretrain-steps", type=_non_negative, default=0,
                    help="KL weight 0 for this many steps (encoder pretraining), then the decoder is "
                    "re-initialised where the model can (reset_decoder_at) and annealing starts")
@@ -523,10 +524,9 @@ def _train(args) -> Dict[str, Any]:
 
     model_options = {k: getattr(args, k) for k in args.model_fields if getattr(args, k) is not None}
     objective_options = {k: getattr(args, k) for k in args.objective_fields}
-    if args.kl_anneal is not None:  # else the model's own warm-up, if any (runs.train_run)
-        objective_options["kl_anneal"] = args.kl_anneal
-        if args.kl_anneal != "none":
-            objective_options.update(anneal_steps=args.anneal_steps, anneal_start=args.anneal_start)
+    # without --kl-anneal the model's own warm-up, if any (runs.train_run); a ramp's length and
+    # start go with a schedule (runs.build_objective refuses them without one)
+    objective_options.update(kl_anneal=args.kl_anneal, anneal_steps=args.anneal_steps, anneal_start=args.anneal_start)
     if args.pretrain_steps:
         objective_options["pretrain_steps"] = args.pretrain_steps
         if "reset_decoder_at" in args.model_fields:

@@ -35,18 +35,22 @@ from pyro_lvm.train import CHECKPOINT, HISTORY, TrainConfig, Trainer
 from pyro_lvm.validation import device as check_device
 from pyro_lvm.validation import non_negative_int, particle_count, positive_float, positive_int
 
+#: a KL ramp's length and starting weight when a schedule is named without them
+DEFAULT_ANNEAL_STEPS, DEFAULT_ANNEAL_START = 10000, 0.01
 CONFIG = "config.json"
 METRICS = "metrics.json"
 EVAL = "eval.json"
 VOCAB = "vocab.json"
 
 
-def build_objective(name: str, kl_anneal: str = "none", anneal_steps: int = 0,
-                    anneal_start: float = 0.01, pretrain_steps: int = 0, **options: Any) -> Objective:
+def build_objective(name: str, kl_anneal: str = "none", anneal_steps: Optional[int] = None,
+                    anneal_start: Optional[float] = None, pretrain_steps: int = 0, **options: Any) -> Objective:
     """An objective from its registry name and options.
 
     Options left at ``None`` are not passed; an option the objective does not
-    take is an error, not silently dropped.
+    take is an error, not silently dropped. A ``kl_anneal`` ramp lasts
+    ``anneal_steps`` (default 10000) from the weight ``anneal_start`` (default 0.01);
+    either given without a ramp is an error.
 
     >>> build_objective("iwae", num_particles=5, gradient="dreg")
     IWAE(beta=1.0, annealing=ConstantSchedule())
@@ -58,8 +62,13 @@ def build_objective(name: str, kl_anneal: str = "none", anneal_steps: int = 0,
     cls = OBJECTIVES.get(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     options = {k: v for k, v in options.items() if v is not None}
+    if kl_anneal == "none" and (anneal_steps is not None or anneal_start is not None):
+        raise ValueError("anneal steps and start shape a KL ramp, and kl_anneal is 'none': "
+                         "name a schedule (--kl-anneal linear or sigmoid)")
     if kl_anneal != "none" or pretrain_steps:
-        options["annealing"] = make_schedule(kl_anneal, anneal_steps, anneal_start, pretrain_steps)
+        steps = DEFAULT_ANNEAL_STEPS if anneal_steps is None else anneal_steps
+        start = DEFAULT_ANNEAL_START if anneal_start is None else anneal_start
+        options["annealing"] = make_schedule(kl_anneal, steps, start, pretrain_steps)
     extra = sorted(set(options) - accepted)
     if extra:
         raise ValueError(f"objective {name!r} does not take {', '.join(extra)}; "
@@ -203,12 +212,15 @@ def _resume_settings(saved: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, 
 def _with_default_warmup(model, objective: str, objective_options: Dict[str, Any], data: DataSplits,
                          train: TrainConfig) -> Dict[str, Any]:
     """``objective_options`` with the model's KL warm-up (:attr:`~pyro_lvm.base.LatentVariableModel.default_kl_warmup`)
-    as a linear schedule over that fraction of the run's steps, when the model has one, the options
-    name no schedule (``kl_anneal``; ``"none"`` turns it off) and the objective takes one."""
+    as a linear schedule over that fraction of the run's steps (or ``anneal_steps``, when given), when
+    the model has one, the options name no schedule (``kl_anneal``; ``"none"`` turns it off) and the
+    objective takes one."""
     fraction = model.default_kl_warmup
     takes_schedule = "annealing" in inspect.signature(OBJECTIVES.get(objective).__init__).parameters
     if fraction is None or "kl_anneal" in objective_options or not takes_schedule:
         return objective_options
+    if objective_options.get("anneal_steps") is not None:
+        return {**objective_options, "kl_anneal": "linear"}
     n = data.train.shape[0]
     if data.batch_order is None:
         per_epoch = math.ceil(n / train.batch_size)

@@ -284,6 +284,8 @@ def test_hvae_runs_warm_up_the_kl_over_the_run_unless_told_otherwise(tmp_path, c
     assert objective_options("warm") == {"kl_anneal": "linear", "anneal_steps": 20}
     assert main([*hvae, "--epochs", "1", "--kl-anneal", "none", "--out", str(tmp_path / "cold")]) == 0
     assert objective_options("cold") == {"kl_anneal": "none"}
+    assert main([*hvae, "--epochs", "1", "--anneal-steps", "7", "--out", str(tmp_path / "short")]) == 0
+    assert objective_options("short") == {"kl_anneal": "linear", "anneal_steps": 7}  # its length, given
     assert main(["train", "vae", "--latent-dim", "2", *common, "--epochs", "1", "--out", str(tmp_path / "vae")]) == 0
     assert "kl_anneal" not in objective_options("vae")
     capsys.readouterr()
