@@ -42,7 +42,6 @@ the classifier; ``test_accuracy`` scores the classifier.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
