@@ -23,6 +23,7 @@ from pyro_lvm.data import DATASETS, DataNotFoundError
 from pyro_lvm.distributed import init_from_environment, is_main, shutdown
 from pyro_lvm.nn import parse_hidden
 from pyro_lvm.objectives import OBJECTIVES, SCHEDULES
+from pyro_lvm.objectives.annealing import DEFAULT_ANNEAL_START, DEFAULT_ANNEAL_STEPS
 from pyro_lvm.registry import MODELS
 from pyro_lvm.train import COMPILE_MODES, TrainConfig, TrainingDivergedError
 
@@ -238,13 +239,15 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     o.add_argument("--objective", default=None, choices=OBJECTIVES.names(),
                    help="default: the model's own (elbo; for discrete VAEs the estimator's)")
     p.set_defaults(objective_fields=_add_objective_options(o))
+    warmup = cls.default_kl_warmup  # the model's own KL warm-up, when --kl-anneal is not given
     o.add_argument("--kl-anneal", default=None, choices=SCHEDULES.names(),
-                   help="KL weight schedule over --anneal-steps (default: the model's warm-up where it has one, "
-                   "hvae: linear over the whole run; else none)")
+                   help="KL weight schedule over --anneal-steps (default: " + (
+                       f"this model's warm-up, linear over the first {100 * warmup:.0f}%% of the run)" if warmup else "none)"))
     o.add_argument("--anneal-steps", type=_positive, default=None,
-                   help="the ramp's length in steps (default: 10000; the hvae's warm-up: the whole run)")
+                   help=f"the ramp's length in steps (default: {DEFAULT_ANNEAL_STEPS}"
+                   + ("; for this model's warm-up, its share of the run)" if warmup else ")"))
     o.add_argument("--anneal-start", type=_start_weight, default=None,
-                   help="the KL weight at step 0 of the ramp, in (0, 1] (default: 0.01)")
+                   help=f"the KL weight at step 0 of the ramp, in (0, 1] (default: {DEFAULT_ANNEAL_START})")
     o.add_argument("--pretrain-steps", type=_non_negative, default=0,
                    help="KL weight 0 for this many steps (encoder pretraining), then the decoder is "
                    "re-initialised where the model can (reset_decoder_at) and annealing starts")

@@ -28,6 +28,7 @@ from pyro_lvm.files import claim_output_folder, write_json, write_text
 from pyro_lvm.models.likelihoods import likelihood_for
 from pyro_lvm.nn import image_chw
 from pyro_lvm.objectives import OBJECTIVES, make_schedule
+from pyro_lvm.objectives.annealing import DEFAULT_ANNEAL_START, DEFAULT_ANNEAL_STEPS
 from pyro_lvm.objectives.base import Objective
 from pyro_lvm.plotting import image_grid, latent_scatter, latent_traversal, reconstructions, training_curve
 from pyro_lvm.registry import MODELS
@@ -35,8 +36,6 @@ from pyro_lvm.train import CHECKPOINT, HISTORY, TrainConfig, Trainer
 from pyro_lvm.validation import device as check_device
 from pyro_lvm.validation import non_negative_int, particle_count, positive_float, positive_int
 
-#: a KL ramp's length and starting weight when a schedule is named without them
-DEFAULT_ANNEAL_STEPS, DEFAULT_ANNEAL_START = 10000, 0.01
 CONFIG = "config.json"
 METRICS = "metrics.json"
 EVAL = "eval.json"
@@ -49,7 +48,8 @@ def build_objective(name: str, kl_anneal: str = "none", anneal_steps: Optional[i
 
     Options left at ``None`` are not passed; an option the objective does not
     take is an error, not silently dropped. A ``kl_anneal`` ramp lasts
-    ``anneal_steps`` (default 10000) from the weight ``anneal_start`` (default 0.01);
+    ``anneal_steps`` from the weight ``anneal_start`` (defaults:
+    :data:`~pyro_lvm.objectives.annealing.DEFAULT_ANNEAL_STEPS` and ``DEFAULT_ANNEAL_START``);
     either given without a ramp is an error.
 
     >>> build_objective("iwae", num_particles=5, gradient="dreg")

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from pyro_lvm.cli import main
+from pyro_lvm.registry import MODELS
 
 REQUIRED = {"test_nll", "nll_particles", "test_neg_elbo", "test_recon", "test_kl", "active_units",
             "mutual_info"}
@@ -105,3 +106,14 @@ def test_resume_without_epochs_keeps_the_saved_total(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "ppca", "--out", run, "--resume", *common]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 1  # nothing more to do, not 50
+
+
+@pytest.mark.parametrize("model", MODELS.names())
+def test_every_models_train_help_renders_and_states_its_kl_default(model, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", model, "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    if MODELS.get(model).train_flow == "amortized":  # the help says the model's own default schedule
+        expected = "this model's warm-up" if MODELS.get(model).default_kl_warmup else "(default: none)"
+        assert expected in text

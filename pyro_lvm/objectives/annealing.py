@@ -18,6 +18,9 @@ import math
 
 from pyro_lvm.registry import Registry
 
+#: a ramp's length in steps and its starting weight when a schedule is named without them
+DEFAULT_ANNEAL_STEPS, DEFAULT_ANNEAL_START = 10000, 0.01
+
 #: Every schedule, by name (``"none"``, ``"linear"``, ``"sigmoid"``).
 SCHEDULES: Registry = Registry("KL annealing schedule")
 
