@@ -2,7 +2,8 @@
 
 Speed (default): steps per second of one training step, interleaved A/B
 repeats, for ``elbo`` and ``iwae`` at K=5 and K=50; prints the ratio
-pyro_lvm / plain (1.0 = no overhead).
+pyro_lvm / plain (1.0 = no overhead), for the default step (recorded and
+replayed, :mod:`pyro_lvm.traced`) and the eager one (``TrainConfig(trace=False)``).
 
 Quality (``--epochs N``): trains both for N epochs with the same data, sizes,
 batch and optimizer, then estimates the test NLL of each by importance
@@ -111,11 +112,11 @@ def make_objective(k):
     return ELBO() if k == 1 else IWAE(num_particles=k)
 
 
-def pyro_trainer(train, k, args, epochs, compile=None):
+def pyro_trainer(train, k, args, epochs, compile=None, trace=True):
     torch.manual_seed(args.seed)
     model = VAE(input_dim=train.shape[1], latent_dim=args.latent_dim, hidden=args.hidden)
     cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False,
-                      compile=compile)
+                      compile=compile, trace=trace)
     return Trainer(model, make_objective(k), train, config=cfg)
 
 
@@ -134,8 +135,10 @@ def compiled_plain(plain):
 def speed(train, args):
     """Interleaved repeats of plain PyTorch and pyro_lvm (and, with ``--compile``, both compiled);
     the median rate of each, and the ratios pyro_lvm / plain (and compiled / eager)."""
-    variants = ["plain", "pyro_lvm"] + (["plain compiled", "pyro_lvm compiled"] if args.compile else [])
+    variants = (["plain", "pyro_lvm", "pyro_lvm eager"]
+                + (["plain compiled", "pyro_lvm compiled"] if args.compile else []))
     print(f"{'objective':10s} " + " ".join(f"{v + ' steps/s':>24s}" for v in variants) + f" {'pyro/plain':>10s}"
+          + f" {'eager/plain':>11s}"
           + (f" {'compiled pyro/plain':>19s} {'pyro compiled/eager':>19s}" if args.compile else ""))
     n = train.shape[0]
     steps_per_epoch = math.ceil(n / args.batch_size)
@@ -151,7 +154,7 @@ def speed(train, args):
                     compiled_plain(plains[v][0])
                 plain_train(plains[v][0], train, k, 20, args.batch_size, args.lr, 0)  # warm up (and compile)
             else:
-                trainer = pyro_trainer(train, k, args, epochs=1,
+                trainer = pyro_trainer(train, k, args, epochs=1, trace=not v.endswith("eager"),
                                        compile="default" if v.endswith("compiled") else None)
                 trainer.train_data = train[: 20 * args.batch_size]
                 trainer.fit()
@@ -172,7 +175,7 @@ def speed(train, args):
                 rates[v].append(rate)
         med = {v: sorted(r)[len(r) // 2] for v, r in rates.items()}
         line = f"{name:10s} " + " ".join(f"{med[v]:24.1f}" for v in variants)
-        line += f" {med['pyro_lvm'] / med['plain']:10.2f}"
+        line += f" {med['pyro_lvm'] / med['plain']:10.2f} {med['pyro_lvm eager'] / med['plain']:11.2f}"
         if args.compile:
             line += (f" {med['pyro_lvm compiled'] / med['plain compiled']:19.2f}"
                      f" {med['pyro_lvm compiled'] / med['pyro_lvm']:19.2f}")

@@ -267,6 +267,15 @@ class LatentVariableModel(PyroModule):
     def set_step(self, step: int) -> None:
         """Called by the trainer before every step (e.g. to anneal a temperature); no-op here."""
 
+    @property
+    def not_recordable(self) -> Optional[str]:
+        """Why a training step cannot be recorded once and replayed (:mod:`pyro_lvm.traced`),
+        or ``None`` when it can: all that :attr:`not_traceable` names, and gradients that a
+        graph of tensor operations does not hold (a custom ``autograd.Function``, a backward
+        hook). State that changes between steps must live in buffers (as a temperature that
+        :meth:`set_step` fills), which the replay reads."""
+        return self.not_traceable
+
     def collect_state(self) -> None:
         """Called by the trainer before a checkpoint: bring state that an objective keeps outside
         the model (in Pyro's param store) into its buffers; no-op here."""

@@ -265,8 +265,13 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.add_argument("--clip-norm", type=float, default=None)
     t.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
-                   help="compile the model's networks with torch.compile (default mode; reduce-overhead "
-                   "captures CUDA graphs on a GPU); on a CPU small networks run slower compiled")
+                   help="compile with torch.compile (default mode; reduce-overhead captures CUDA graphs on a "
+                   "GPU) the recorded training loss and its backward, or, for a loss that is not recorded "
+                   "(see --no-trace), the model's networks")
+    t.add_argument("--no-trace", dest="trace", action="store_false",
+                   help="run the model and guide under Pyro's handlers at every step instead of recording "
+                   "the training loss once per minibatch shape and replaying it (pyro_lvm.traced); the "
+                   "steps are the same, only slower")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="run folder to write")
@@ -551,7 +556,7 @@ def _train(args) -> Dict[str, Any]:
     device = init_from_environment(args.device)  # under torchrun: join the process group
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         device=device, progress=not args.no_progress, clip_norm=args.clip_norm,
-                        workers=args.workers, compile=args.compile)
+                        workers=args.workers, compile=args.compile, trace=args.trace)
     return train_run(args.model, args.out, dataset=args.dataset, data_dir=args.data_dir,
                      model_options=model_options, objective=args.objective,
                      objective_options={k: v for k, v in objective_options.items() if v is not None},

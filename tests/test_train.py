@@ -194,8 +194,9 @@ def test_a_transformed_training_set_is_checked_after_its_transform_and_for_nan_e
 
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")  # dynamo's own look
 def test_compiled_networks_train_like_eager_ones(tmp_path):
-    """``TrainConfig.compile``: the networks run through torch.compile, the parameters keep their
-    names, and a few steps give the eager parameters to float tolerance."""
+    """``TrainConfig.compile`` for a loss that is not recorded (``trace=False``): the networks run
+    through torch.compile, the parameters keep their names, and a few steps give the eager
+    parameters to float tolerance."""
     x = torch.bernoulli(torch.full((40, 6), 0.3), generator=torch.Generator().manual_seed(0))
     from torch._dynamo.utils import counters
 
@@ -205,7 +206,7 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
     for mode in (None, "default"):
         torch.manual_seed(0)
         m = VAE(input_dim=6, latent_dim=2, hidden=(5,))
-        cfg = TrainConfig(epochs=1, batch_size=10, progress=False, compile=mode)
+        cfg = TrainConfig(epochs=1, batch_size=10, progress=False, compile=mode, trace=False)
         t = Trainer(m, ELBO(), x, config=cfg, run_dir=tmp_path / str(mode))
         t.fit()
         runs[mode] = m.state_dict()
@@ -227,8 +228,9 @@ def test_compile_failures_say_what_to_do(monkeypatch):
     cfg = TrainConfig(epochs=1, batch_size=10, progress=False, compile="default")
     m = VAE(input_dim=6, latent_dim=2, hidden=(5,))
     monkeypatch.setattr(VAE, "compile_networks", lambda self, mode: ())
-    with pytest.raises(ValueError, match="no networks to compile"):
-        Trainer(m, ELBO(), x, config=cfg)
+    with pytest.raises(ValueError, match=r"no networks to compile, and its loss cannot be recorded \(TrainConfig.trace"):
+        Trainer(m, ELBO(), x, config=TrainConfig(epochs=1, batch_size=10, progress=False, compile="default",
+                                                 trace=False))
     monkeypatch.undo()
 
     def fails(self, batch):

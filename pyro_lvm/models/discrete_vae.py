@@ -190,6 +190,12 @@ class DiscreteVAE(LatentVariableModel):
         return None
 
     @property
+    def not_recordable(self):
+        if self.config.estimator == "st-gumbel":
+            return "Pyro's straight-through Gumbel sample has its own backward (an autograd.Function)"
+        return self.not_traceable
+
+    @property
     def default_objective(self) -> str:
         c = self.config
         if c.estimator == "gumbel" and c.relaxed_kl == "concrete":

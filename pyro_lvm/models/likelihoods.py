@@ -20,7 +20,7 @@ import pyro.distributions as dist
 import torch
 from torch.nn import functional as F
 
-from pyro_lvm.distributions import DiscretizedLogistic
+from pyro_lvm.distributions import BernoulliRow, DiscretizedLogistic
 from pyro_lvm.nn import ACTIVATIONS, set_output_bias
 from pyro_lvm.validation import positive_int
 
@@ -45,7 +45,7 @@ class Likelihood:
 
 
 def _bernoulli(out, min_scale):
-    return dist.Bernoulli(logits=out).to_event(1)
+    return BernoulliRow(out)
 
 
 def _gaussian(out, min_scale):

@@ -57,6 +57,11 @@ class Objective(PyroELBO):
 
     #: what the objective does with the model's sites (checked against the traces)
     traits: Traits = Traits("objective")
+    #: why :mod:`pyro_lvm.traced` cannot record the loss once and replay it, or ``None`` when it
+    #: is a function of the parameters, the data, the noise and the KL weight alone, with no
+    #: state carried from step to step and no backward hooks. A class that defines ``terms`` or
+    #: ``loss_terms`` says so in its own body (see :meth:`why_not_replayable`).
+    not_replayable: Optional[str] = None
 
     def __init__(self, beta: float = 1.0, annealing: Optional[Schedule] = None,
                  max_plate_nesting: int = 1, num_particles: int = 1):
@@ -86,6 +91,20 @@ class Objective(PyroELBO):
 
     def loss_terms(self, model, guide, args, kwargs, kl_weight: float) -> LossTerms:
         raise NotImplementedError
+
+    def why_not_replayable(self) -> Optional[str]:
+        """Why the loss cannot be recorded and replayed (:mod:`pyro_lvm.traced`), or ``None``.
+
+        The class that computes the loss (the last to define ``terms`` or ``loss_terms``) must set
+        :attr:`not_replayable` in its own body: a subclass that adds Python logic, e.g. one that
+        looks at :attr:`step`, is not recorded until it says that it may be."""
+        if "not_replayable" in vars(self):
+            return self.not_replayable
+        owner = next(c for c in type(self).__mro__ if "terms" in vars(c) or "loss_terms" in vars(c))
+        if "not_replayable" not in vars(owner):
+            return (f"{owner.__name__} computes the loss without saying whether it may be recorded "
+                    "(set not_replayable in its class)")
+        return self.not_replayable
 
     # ------------------------------------------------------------ Pyro's API
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:

@@ -71,6 +71,7 @@ class ELBO(Objective):
     analytic_kl = False
     _pyro_elbo_class = Trace_ELBO
     traits = Traits("objective 'elbo'")
+    not_replayable = None  # a function of parameters, data, noise and KL weight
 
     def __init__(self, num_particles: int = 1, beta: float = 1.0,
                  annealing: Optional[Schedule] = None, free_bits: Optional[float] = None,

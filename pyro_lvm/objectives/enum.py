@@ -36,6 +36,7 @@ class EnumELBO(Objective):
     """
 
     traits = Traits("objective 'enum'", enumerates=True)
+    not_replayable = None  # a function of parameters, data, noise and KL weight
 
     def __init__(self, num_particles: int = 1, beta: float = 1.0,
                  annealing: Optional[Schedule] = None, max_plate_nesting: int = 1):

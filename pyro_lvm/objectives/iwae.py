@@ -90,6 +90,7 @@ class IWAE(Objective):
     """
 
     traits = Traits("objective 'iwae'", pathwise_only=True)
+    not_replayable = None  # a function of parameters, data, noise and KL weight
 
     def __init__(self, num_particles: int = 5, gradient: Gradient = "reparam", beta: float = 1.0,
                  annealing: Optional[Schedule] = None, max_plate_nesting: int = 1):
@@ -98,6 +99,7 @@ class IWAE(Objective):
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         self.gradient = gradient
         if gradient == "dreg":  # log q at stopped parameters: a guide factor would lose its gradient
+            self.not_replayable = "DReG reweights the samples' gradients with backward hooks"
             self.traits = Traits("objective 'iwae' with DReG gradients", pathwise_only=True, guide_factors=False,
                                  stops_guide_parameters=True, reparam_only="the doubly reparameterized gradient needs continuous, "
                                  "reparameterized latents: use gradient='reparam' or VIMCO")

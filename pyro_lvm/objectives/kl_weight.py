@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Union
+
+import torch
 from pyro.poutine.messenger import Messenger
 
 
@@ -13,20 +16,30 @@ class LatentScaleMessenger(Messenger):
     :math:`E_q[\log p(x \mid z)] - w\,\mathrm{KL}`: with ``Trace_ELBO`` the
     latent site must be scaled in both, with ``TraceMeanField_ELBO`` the guide
     site's scale weights the analytic KL. Unlike ``poutine.scale`` a weight of
-    zero is allowed. Observed sites are untouched.
+    zero is allowed. Observed sites are untouched. The weight may be a 0-dim tensor (as in a
+    recorded loss, :mod:`pyro_lvm.traced`, where it is an input of the graph).
     """
 
-    def __init__(self, weight: float):
+    def __init__(self, weight: Union[float, torch.Tensor]):
         super().__init__()
-        self.weight = float(weight)
+        self.weight = weight if isinstance(weight, torch.Tensor) else float(weight)
 
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"]:
-            msg["scale"] = self.weight * msg["scale"]
+            msg["scale"] = _times(self.weight, msg["scale"])
 
 
-def weight_latents(fn, weight: float):
-    """``fn`` with its latent sites weighted by ``weight`` (``fn`` itself when 1)."""
-    if weight == 1.0:
+def _times(weight, scale):
+    """``weight * scale``, for two numbers in the default float dtype, as a recorded loss
+    (:mod:`pyro_lvm.traced`) computes it from its 0-dim weight tensor: eager and replayed steps
+    then agree bit for bit."""
+    if isinstance(weight, torch.Tensor) or isinstance(scale, torch.Tensor):
+        return weight * scale
+    return torch.tensor(weight, dtype=torch.get_default_dtype()).mul(scale).item()
+
+
+def weight_latents(fn, weight: Union[float, torch.Tensor]):
+    """``fn`` with its latent sites weighted by ``weight`` (``fn`` itself when the number 1)."""
+    if not isinstance(weight, torch.Tensor) and weight == 1.0:
         return fn
     return LatentScaleMessenger(weight)(fn)

@@ -44,6 +44,7 @@ class TraceGraphELBO(Objective):
     """
 
     traits = Traits("objective 'tracegraph'")
+    not_replayable = "a decaying-average baseline lives in Pyro's param store from step to step"
 
     def __init__(self, num_particles: int = 1, beta: float = 1.0,
                  annealing: Optional[Schedule] = None, max_plate_nesting: int = 1):

@@ -85,6 +85,7 @@ class VIMCO(Objective):
     """
 
     traits = Traits("objective 'vimco'", pathwise_only=True)
+    not_replayable = None  # a function of parameters, data, noise and KL weight
 
     def __init__(self, num_particles: int = 5, beta: float = 1.0, annealing: Optional[Schedule] = None,
                  max_plate_nesting: int = 1):

@@ -1,0 +1,153 @@
+"""The recorded and replayed training loss (pyro_lvm.traced): what it refuses, what it gives up on,
+and that it never changes a step. That every recordable pair of the common suite trains bit for bit
+as eagerly is tests/test_common.py::test_recorded_steps_are_the_eager_steps."""
+
+import json
+
+import pytest
+import torch
+
+from pyro_lvm.models import VAE
+from pyro_lvm.objectives import ELBO, IWAE, LossTerms
+from pyro_lvm.traced import TracedLoss, why_not_traced
+from pyro_lvm.train import TrainConfig, Trainer
+
+
+def _data(n=30, d=6):
+    return torch.bernoulli(torch.full((n, d), 0.3), generator=torch.Generator().manual_seed(0))
+
+
+def _train(objective_factory, trace, epochs=2, **config):
+    torch.manual_seed(0)
+    model = VAE(input_dim=6, latent_dim=2, hidden=(5,))
+    trainer = Trainer(model, objective_factory(), _data(),
+                      config=TrainConfig(epochs=epochs, batch_size=10, progress=False, trace=trace, **config))
+    trainer.fit()
+    return trainer
+
+
+def _same_parameters(a, b):
+    for (name, p), q in zip(a.model.named_parameters(), b.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+class _BranchesOnAValue(ELBO):
+    """Declares itself recordable, but looks at a value in Python (as Pyro's score-function
+    estimators do with ``torch_item``): recording raises, and the step runs eagerly."""
+
+    not_replayable = None
+
+    def loss_terms(self, model, guide, args, kwargs, kl_weight):
+        terms = super().loss_terms(model, guide, args, kwargs, kl_weight)
+        if terms.loss > 0:
+            return terms
+        return LossTerms(terms.loss, terms.surrogate * 2)
+
+
+def test_a_branch_on_a_value_is_not_frozen_but_run_eagerly():
+    traced = _train(_BranchesOnAValue, trace=True)
+    assert traced.traced.graphs == 0
+    assert "GuardOnDataDependent" in traced.traced.failed  # torch's reason, kept for the user
+    _same_parameters(traced, _train(_BranchesOnAValue, trace=False))
+
+
+class _DReGClaimsToBeRecordable(IWAE):
+    """DReG with its backward hooks, wrongly declared recordable: the replay would lose the hooks."""
+
+    not_replayable = None
+
+    def __init__(self):
+        super().__init__(num_particles=3, gradient="dreg")
+        del self.not_replayable  # the class's (wrong) word counts
+
+
+def test_a_recording_whose_gradients_differ_is_dropped_with_a_warning():
+    with pytest.warns(RuntimeWarning, match="another loss or other gradients than the eager step"):
+        traced = _train(_DReGClaimsToBeRecordable, trace=True)
+    assert traced.traced.graphs == 0 and traced.traced.failed
+    _same_parameters(traced, _train(_DReGClaimsToBeRecordable, trace=False))
+
+
+def test_what_cannot_be_recorded_says_why():
+    class LooksAtTheStep(ELBO):  # defines terms without saying whether it may be recorded
+        def terms(self, model, guide, *args, **kwargs):
+            return super().terms(model, guide, *args, **kwargs)
+
+    vae = VAE(input_dim=6, latent_dim=2, hidden=(5,))
+    assert why_not_traced(vae, ELBO()) is None
+    assert "LooksAtTheStep computes the loss without saying whether it may be recorded" in \
+        why_not_traced(vae, LooksAtTheStep())
+    assert "DReG reweights the samples' gradients with backward hooks" in \
+        why_not_traced(vae, IWAE(num_particles=2, gradient="dreg"))
+    from pyro.infer import Trace_ELBO
+    assert "Pyro's ELBOs" in why_not_traced(vae, Trace_ELBO())
+    from pyro_lvm.models import SSVAE
+    assert "labelled and unlabelled rows" in why_not_traced(SSVAE(input_dim=6, num_classes=2), ELBO())
+    with pytest.raises(ValueError, match="cannot be recorded and replayed: objective IWAE: DReG"):
+        TracedLoss(vae, IWAE(num_particles=2, gradient="dreg"), data_size=10)
+    trainer = Trainer(vae, LooksAtTheStep(), _data(), config=TrainConfig(epochs=1, progress=False))
+    assert trainer.traced is None and "LooksAtTheStep" in trainer.not_traced
+    off = Trainer(vae, ELBO(), _data(), config=TrainConfig(epochs=1, progress=False, trace=False))
+    assert off.traced is None and off.not_traced == "TrainConfig.trace is off"
+
+
+def test_one_recording_per_shape_whatever_the_kl_weight():
+    """The KL weight is an input of the graph: an annealed run records once per minibatch shape,
+    and each replay uses that step's weight (the run equals the eager one)."""
+    from pyro_lvm.objectives import LinearSchedule
+
+    def annealed():
+        return ELBO(annealing=LinearSchedule(5))
+
+    traced = _train(annealed, trace=True, epochs=3)
+    assert traced.traced.graphs == 1 and traced.traced.failed is None  # 30 rows: batches of 10
+    _same_parameters(traced, _train(annealed, trace=False, epochs=3))
+
+
+def test_recording_draws_no_random_numbers():
+    vae = VAE(input_dim=6, latent_dim=2, hidden=(5,))
+    x = _data(10)
+    loss = TracedLoss(vae, ELBO(), data_size=10)
+    torch.manual_seed(1)
+    first = loss(x)  # records (on fake tensors, then checked against the eager run)
+    after_recording = torch.get_rng_state()
+    torch.manual_seed(1)
+    eager = ELBO().terms(vae.model, vae.guide, x, data_size=10)
+    assert torch.equal(after_recording, torch.get_rng_state())
+    assert torch.equal(first.loss, eager.loss)
+    torch.manual_seed(2)
+    replayed = loss(x)
+    torch.manual_seed(2)
+    assert torch.equal(replayed.loss, ELBO().terms(vae.model, vae.guide, x, data_size=10).loss)
+    assert loss.graphs == 1
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_compile_compiles_the_recorded_loss():
+    """``--compile`` with a recorded loss compiles the whole loss and its backward (one graph, no
+    networks compiled on their own); with inductor drawing the eager random numbers, the steps
+    equal the eager ones to float tolerance."""
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    with inductor_config.patch(fallback_random=True):  # (a monkeypatch would delete the setting after)
+        compiled = _train(ELBO, trace=True, compile="default")
+    assert compiled.traced is not None and compiled.traced.engine == "default"
+    assert counters["stats"]["unique_graphs"] == 1  # the recorded loss, compiled whole
+    assert not getattr(compiled.model.encoder.forward, "_pyro_lvm_compiled", False)
+    eager = _train(ELBO, trace=False)
+    for (name, p), q in zip(compiled.model.named_parameters(), eager.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
+def test_command_line_no_trace(tmp_path, capsys):
+    from pyro_lvm.cli import main
+
+    for flags, expected in (([], True), (["--no-trace"], False)):
+        out = tmp_path / str(expected)
+        code = main(["train", "vae", "--epochs", "1", "--no-progress", "--no-figures", "--eval-particles", "2",
+                     *flags, "--out", str(out)])
+        assert code == 0
+        assert json.loads((out / "config.json").read_text())["train"]["trace"] is expected
