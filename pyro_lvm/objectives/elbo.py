@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import kl_divergence
 
 from pyro_lvm.objectives.annealing import Schedule
 from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
@@ -48,6 +49,33 @@ def elbo_terms_from_traces(model_trace, guide_trace, num_particles: int = 1):
         elbo = elbo + site["scale"] * site_log_prob(site).sum()
     for site in sample_sites(guide_trace).values():  # a guide factor adds to the loss too
         elbo = elbo - site["scale"] * site_log_prob(site).sum()
+    return -elbo / num_particles
+
+
+def meanfield_terms_from_traces(model_trace, guide_trace, num_particles: int = 1):
+    """The negative ELBO of traces whose guide sites all have ``rsample``, with each latent's
+    KL term in closed form where ``kl_divergence`` knows the pair (else its one-sample estimate),
+    as ``TraceMeanField_ELBO`` computes it, without reading its value on the host (Pyro's reads
+    it with ``torch_item``, a synchronisation per step that also keeps the loss from being
+    recorded, :mod:`pyro_lvm.traced`)."""
+    elbo = 0.0
+    guide_sites = sample_sites(guide_trace)
+    for name, site in sample_sites(model_trace).items():
+        if site["is_observed"]:
+            elbo = elbo + site["scale"] * site_log_prob(site).sum()
+            continue
+        q = guide_sites[name]
+        try:
+            kl = kl_divergence(q["fn"], site["fn"])
+        except NotImplementedError:  # sampled: log p(z) - log q(z) at the guide's draw
+            elbo = elbo + site["scale"] * site_log_prob(site).sum() - q["scale"] * site_log_prob(q).sum()
+            continue
+        mask = q.get("mask")
+        if isinstance(mask, torch.Tensor):
+            kl = torch.where(mask, kl, torch.zeros_like(kl))
+        elif mask is False:
+            continue
+        elbo = elbo - q["scale"] * kl.sum()
     return -elbo / num_particles
 
 
@@ -99,8 +127,9 @@ class ELBO(Objective):
         vectorized = self.num_particles if self.num_particles > 1 else None
         model_trace, guide_trace = trace_pair(weight_latents(model, kl_weight), weight_latents(guide, kl_weight),
                                               args, kwargs, vectorized, self.max_plate_nesting)
-        if not self.analytic_kl and all(s["fn"].has_rsample for s in sample_sites(guide_trace).values()):
-            loss = elbo_terms_from_traces(model_trace, guide_trace, self.num_particles)
+        if all(s["fn"].has_rsample for s in sample_sites(guide_trace).values()):
+            terms_from_traces = meanfield_terms_from_traces if self.analytic_kl else elbo_terms_from_traces
+            loss = terms_from_traces(model_trace, guide_trace, self.num_particles)
             return LossTerms(loss.detach(), loss)
         # a site scored by its score function, or closed-form KLs: Pyro's estimator on these traces
         return LossTerms(*_pyro_particle_terms(self._elbo, model_trace, guide_trace, self.num_particles))
