@@ -139,7 +139,7 @@ def speed(train, args):
                 + (["plain compiled", "pyro_lvm compiled"] if args.compile else []))
     print(f"{'objective':10s} " + " ".join(f"{v + ' steps/s':>24s}" for v in variants) + f" {'pyro/plain':>10s}"
           + f" {'eager/plain':>11s}"
-          + (f" {'compiled pyro/plain':>19s} {'pyro compiled/eager':>19s}" if args.compile else ""))
+          + (f" {'compiled pyro/plain':>19s} {'pyro compiled/default':>21s}" if args.compile else ""))
     n = train.shape[0]
     steps_per_epoch = math.ceil(n / args.batch_size)
     for name in args.objectives:
@@ -178,7 +178,7 @@ def speed(train, args):
         line += f" {med['pyro_lvm'] / med['plain']:10.2f} {med['pyro_lvm eager'] / med['plain']:11.2f}"
         if args.compile:
             line += (f" {med['pyro_lvm compiled'] / med['plain compiled']:19.2f}"
-                     f" {med['pyro_lvm compiled'] / med['pyro_lvm']:19.2f}")
+                     f" {med['pyro_lvm compiled'] / med['pyro_lvm']:21.2f}")
         print(line, flush=True)
 
 
