@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from pyro_lvm.data import DATASETS, DataNotFoundError
-from pyro_lvm.distributed import init_from_environment, is_main, shutdown
+from pyro_lvm.distributed import init_from_environment, is_main, shutdown, world
 from pyro_lvm.nn import parse_hidden
 from pyro_lvm.objectives import OBJECTIVES, SCHEDULES
 from pyro_lvm.objectives.annealing import DEFAULT_ANNEAL_START, DEFAULT_ANNEAL_STEPS
@@ -611,6 +611,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args([a for a in argv if a != "--debug"])  # --debug may stand anywhere
     try:
         result = args.handler(args)
+        if result is not None and is_main():  # a command that printed its own report returns None
+            print(json.dumps(result, indent=2, sort_keys=True))
     except KeyboardInterrupt:
         print("pyro-lvm: interrupted; a run folder keeps its last checkpoint (continue with --resume)",
               file=sys.stderr)
@@ -619,12 +621,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if debug:
             raise
         status, message = describe_error(e)
-        if is_main():  # under torchrun every process stops with the same error; one says it
-            print(f"pyro-lvm: error: {message}", file=sys.stderr)
+        # under torchrun every process says its error (usually the same one), naming its rank
+        rank, size = world()
+        print(f"pyro-lvm: error{f' (process {rank} of {size})' if size > 1 else ''}: {message}", file=sys.stderr)
         return status
-    if result is not None and is_main():  # a command that printed its own report returns None
-        print(json.dumps(result, indent=2, sort_keys=True))
-    shutdown()
+    finally:  # leave the process group on every path: gloo's threads must not outlive the interpreter
+        shutdown()
     return 0
 
 

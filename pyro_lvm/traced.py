@@ -91,7 +91,7 @@ class _Step(nn.Module):
     def forward(self, x: torch.Tensor, kl_weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         m = self.model
         with param_store_registration(False), pyro.validation_enabled(False):
-            # the objective's checks ran eagerly (Trainer._check_objective): none while recording
+            # no checks while recording: they run in the eager first step of each shape (__call__)
             terms = self.objective.loss_terms(m.model, m.guide, (x,), {"data_size": self.data_size}, kl_weight)
         return terms.loss, terms.surrogate
 

@@ -95,3 +95,17 @@ def test_a_sampled_model_trains_in_two_processes_with_distinct_noise(tmp_path):
     metrics = json.loads(done.stdout)
     untrained = 784 * math.log(2)  # a uniform Bernoulli: 543 nats per digit
     assert metrics["train_steps"] == 50 and metrics["test_nll"] < 0.75 * untrained
+
+
+def test_every_process_says_its_error_and_leaves_the_group(tmp_path):
+    """An error under torchrun: each process prints one line naming itself, and exits with the
+    error's status after leaving the process group (no abort from gloo's threads at exit)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "pyro_lvm", "train", "vae", "--dataset", "mnist", "--data-dir", str(tmp_path / "nothing"),
+           "--no-progress", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env())
+    assert done.returncode != 0
+    for rank in (0, 1):
+        assert f"pyro-lvm: error (process {rank} of 2): " in done.stderr
+    assert "SIGABRT" not in done.stderr and "terminate called" not in done.stderr
+    assert "exitcode  : 2" in done.stderr  # the usage error's status, not a signal
