@@ -253,7 +253,8 @@ class TracedLoss:
     def _weight(self, value: float, device: torch.device) -> torch.Tensor:
         """The KL weight as a tensor on ``device``, made anew only when it changes."""
         if self._last_weight is None or self._last_weight[0] != value or self._last_weight[1].device != device:
-            self._last_weight = (value, torch.tensor(value, dtype=torch.get_default_dtype(), device=device))
+            # a fill on the device, not a copy from the host
+            self._last_weight = (value, torch.full((), value, dtype=torch.get_default_dtype(), device=device))
         return self._last_weight[1]
 
     def _try_to_record(self, x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.fx.GraphModule]:
