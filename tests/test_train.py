@@ -6,7 +6,7 @@ import torch
 
 from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
 from pyro_lvm.models import VAE
-from pyro_lvm.objectives import ELBO, IWAE
+from pyro_lvm.objectives import ELBO, IWAE, MeanFieldELBO
 from pyro_lvm.objectives.base import LossTerms
 from pyro_lvm.train import TrainConfig, Trainer, TrainingDivergedError
 from resuming import assert_same_parameters, straight_and_resumed
@@ -17,12 +17,12 @@ def _data(n=120):
     return torch.bernoulli(torch.full((n, 10), 0.3), generator=g)
 
 
-def _trainer(run_dir, epochs, objective=None):
+def _trainer(run_dir, epochs, objective=None, trace=True):
     x = _data()
     torch.manual_seed(0)
     model = VAE(input_dim=10, latent_dim=2, hidden=(8,))
     return Trainer(model, objective or IWAE(3), x[:100], x[100:], run_dir=run_dir,
-                   config=TrainConfig(epochs=epochs, batch_size=32, lr=1e-2, seed=3, progress=False))
+                   config=TrainConfig(epochs=epochs, batch_size=32, lr=1e-2, seed=3, progress=False, trace=trace))
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -140,14 +140,17 @@ def test_divergence_between_checks_restores_the_last_checked_state(tmp_path):
                        reference.optimizer.state_dict()["state"][0]["exp_avg"])
 
 
-@pytest.mark.parametrize("objective", [ELBO(), IWAE(4), IWAE(4, gradient="dreg")], ids=["elbo", "iwae", "dreg"])
-def test_a_training_step_never_reads_a_tensor_on_the_host(objective, monkeypatch):
-    """No host synchronisation inside a step: reading any tensor's value (item, float, bool,
-    tolist) while the objective computes the loss and its gradients fails this test (Adam's own
-    step counter is a CPU tensor, read without a device synchronisation); the loop reads the
-    losses once per check."""
-    t = _trainer(None, 1, objective=objective)
+@pytest.mark.parametrize("trace", [True, False], ids=["recorded", "eager"])
+@pytest.mark.parametrize("objective", [ELBO(), IWAE(4), IWAE(4, gradient="dreg"), MeanFieldELBO()],
+                         ids=["elbo", "iwae", "dreg", "meanfield"])
+def test_a_training_step_never_reads_a_tensor_on_the_host(objective, trace, monkeypatch):
+    """No host synchronisation inside a step, recorded and replayed or eager: reading any tensor's
+    value (item, float, bool, tolist) while the objective computes the loss and its gradients fails
+    this test (Adam's own step counter is a CPU tensor, read without a device synchronisation); the
+    loop reads the losses once per check."""
+    t = _trainer(None, 1, objective=objective, trace=trace)
     t.fit()  # first run: the objective's checks of the traces (which read values) are done once
+    assert (t.traced is not None and t.traced.graphs == 2) == (trace and objective.why_not_replayable() is None)
 
     def refuse(*args, **kwargs):
         raise AssertionError("a tensor was read on the host during a training step")
