@@ -40,42 +40,36 @@ def _pyro_particle_terms(pyro_elbo, model_trace, guide_trace, num_particles: int
     return loss / num_particles, surrogate / num_particles
 
 
-def elbo_terms_from_traces(model_trace, guide_trace, num_particles: int = 1):
-    """The negative ELBO of traces whose guide sites all have ``rsample``: the scaled log
+def elbo_terms_from_traces(model_trace, guide_trace, num_particles: int = 1, analytic_kl: bool = False):
+    r"""The negative ELBO of traces whose guide sites all have ``rsample``: the scaled log
     densities summed, as ``Trace_ELBO`` does, without its generic bookkeeping (score-function
-    terms, shape checks), which costs about 15% of a small VAE's step."""
-    elbo = 0.0
-    for site in sample_sites(model_trace).values():
-        elbo = elbo + site["scale"] * site_log_prob(site).sum()
-    for site in sample_sites(guide_trace).values():  # a guide factor adds to the loss too
-        elbo = elbo - site["scale"] * site_log_prob(site).sum()
-    return -elbo / num_particles
-
-
-def meanfield_terms_from_traces(model_trace, guide_trace, num_particles: int = 1):
-    """The negative ELBO of traces whose guide sites all have ``rsample``, with each latent's
-    KL term in closed form where ``kl_divergence`` knows the pair (else its one-sample estimate),
-    as ``TraceMeanField_ELBO`` computes it, without reading its value on the host (Pyro's reads
-    it with ``torch_item``, a synchronisation per step that also keeps the loss from being
-    recorded, :mod:`pyro_lvm.traced`)."""
-    elbo = 0.0
+    terms, shape checks), which costs about 15% of a small VAE's step. With ``analytic_kl``
+    each latent's :math:`\log p(z) - \log q(z)` is replaced by its KL term in closed form where
+    ``kl_divergence`` knows the pair, as ``TraceMeanField_ELBO`` does, without reading the value
+    on the host (Pyro's ``torch_item``: a synchronisation per step that also keeps the loss from
+    being recorded, :mod:`pyro_lvm.traced`)."""
     guide_sites = sample_sites(guide_trace)
-    for name, site in sample_sites(model_trace).items():
-        if site["is_observed"]:
-            elbo = elbo + site["scale"] * site_log_prob(site).sum()
+    closed = {}  # latent name -> its closed-form KL, masked and scaled
+    for name, q in guide_sites.items() if analytic_kl else ():
+        if q["is_observed"] or name not in model_trace.nodes:
             continue
-        q = guide_sites[name]
         try:
-            kl = kl_divergence(q["fn"], site["fn"])
+            kl = kl_divergence(q["fn"], model_trace.nodes[name]["fn"])
         except NotImplementedError:  # sampled: log p(z) - log q(z) at the guide's draw
-            elbo = elbo + site["scale"] * site_log_prob(site).sum() - q["scale"] * site_log_prob(q).sum()
             continue
         mask = q.get("mask")
         if isinstance(mask, torch.Tensor):
             kl = torch.where(mask, kl, torch.zeros_like(kl))
-        elif mask is False:
-            continue
-        elbo = elbo - q["scale"] * kl.sum()
+        closed[name] = q["scale"] * kl.sum() if mask is not False else 0.0
+    elbo = 0.0
+    for name, site in sample_sites(model_trace).items():
+        if name in closed:
+            elbo = elbo - closed[name]
+        else:
+            elbo = elbo + site["scale"] * site_log_prob(site).sum()
+    for name, site in guide_sites.items():  # a guide factor adds to the loss too
+        if name not in closed:
+            elbo = elbo - site["scale"] * site_log_prob(site).sum()
     return -elbo / num_particles
 
 
@@ -128,8 +122,7 @@ class ELBO(Objective):
         model_trace, guide_trace = trace_pair(weight_latents(model, kl_weight), weight_latents(guide, kl_weight),
                                               args, kwargs, vectorized, self.max_plate_nesting)
         if all(s["fn"].has_rsample for s in sample_sites(guide_trace).values()):
-            terms_from_traces = meanfield_terms_from_traces if self.analytic_kl else elbo_terms_from_traces
-            loss = terms_from_traces(model_trace, guide_trace, self.num_particles)
+            loss = elbo_terms_from_traces(model_trace, guide_trace, self.num_particles, self.analytic_kl)
             return LossTerms(loss.detach(), loss)
         # a site scored by its score function, or closed-form KLs: Pyro's estimator on these traces
         return LossTerms(*_pyro_particle_terms(self._elbo, model_trace, guide_trace, self.num_particles))
