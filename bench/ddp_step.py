@@ -7,6 +7,11 @@ milliseconds per step of each part, per process::
     OMP_NUM_THREADS=1 python bench/ddp_step.py --data-dir ../shared/data
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data
     OMP_NUM_THREADS=1 python bench/ddp_step.py --data-dir ../shared/data --shard 50   # one shard alone
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data --torch-ddp
+
+``--torch-ddp`` times the reference instead: the same VAE in plain PyTorch (bench/vae_overhead.py's)
+under torch's ``DistributedDataParallel``, whose all-reduce runs in buckets while the backward
+pass still computes, and Adam.
 
 The ceiling of the speed-up of P processes is the one-process step over (the
 step on one shard + the all-reduce): when halving the batch saves little, the
@@ -32,11 +37,15 @@ def main():
     p.add_argument("--batch-size", type=int, default=100, help="global minibatch")
     p.add_argument("--shard", type=int, default=None, help="points per process (default: batch / processes)")
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--torch-ddp", action="store_true",
+                   help="time plain PyTorch under torch's DistributedDataParallel instead")
     args = p.parse_args()
     torch.set_num_threads(1)
     init_from_environment("cpu")
     rank, size = world()
     x = load_dataset("binarized_mnist", args.data_dir).train
+    if args.torch_ddp:
+        return torch_ddp(x, args, rank, size)
     model = VAE(input_dim=784, latent_dim=50, hidden=(200, 200))
     trainer = Trainer(model, ELBO(), x, config=TrainConfig(epochs=1, batch_size=args.batch_size, progress=False))
     b = args.shard or args.batch_size // size
@@ -67,6 +76,46 @@ def main():
     ms = {k: round(v / args.steps * 1e3, 2) for k, v in parts.items()}
     print(f"rank {rank} of {size}, {b} points per step: {ms} ms; whole step {total / args.steps * 1e3:.2f} ms",
           flush=True)
+    shutdown()
+
+
+def torch_ddp(x, args, rank, size):
+    """Whole steps of plain PyTorch's VAE (ELBO, one particle) under ``DistributedDataParallel``."""
+    from torch.nn.parallel import DistributedDataParallel
+    from vae_overhead import PlainVAE  # this script's folder is on sys.path
+
+    from pyro_lvm.train import adam
+
+    class Loss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vae = PlainVAE(784, 50, (200, 200))
+
+        def forward(self, rows):
+            return self.vae.loss(rows, 1, x.shape[0])
+
+    torch.manual_seed(0)
+    net = Loss()
+    wrapped = DistributedDataParallel(net) if size > 1 else net
+    opt = adam(net.parameters(), 1e-3)
+    b = args.shard or args.batch_size // size
+
+    def step(i):
+        start = (i * args.batch_size) % (x.shape[0] - args.batch_size) + rank * b
+        opt.zero_grad(set_to_none=True)
+        wrapped(x[start:start + b]).backward()
+        opt.step()
+
+    for i in range(20):
+        step(i)
+    if size > 1:
+        torch.distributed.barrier()
+    begin = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    total = time.perf_counter() - begin
+    print(f"rank {rank} of {size}, {b} points per step, plain PyTorch{' under DDP' if size > 1 else ''}: "
+          f"whole step {total / args.steps * 1e3:.2f} ms", flush=True)
     shutdown()
 
 

@@ -221,6 +221,11 @@ class TracedLoss:
         graph = self._graphs.get(key)
         if graph is not None:
             loss, surrogate = graph(*self._state()[1], x, weight)
+            if self.engine not in ENGINES:
+                # a CUDA graph (reduce-overhead, max-autotune) writes its outputs into the same
+                # memory at every replay: the loss, which the Trainer keeps until its next check,
+                # is copied out (one scalar); the surrogate is consumed by this step's backward
+                loss = loss.clone()
             return LossTerms(loss, surrogate)
         gm = self._try_to_record(x, weight) if self.failed is None else None
         rng = _rng_states(x.device)

@@ -184,6 +184,28 @@ def test_ssvae_label_share_sets_the_labelled_rows_per_batch():
             SSVAE(input_dim=6, num_classes=3, latent_dim=2, hidden=(5,), label_share=bad)
 
 
+@pytest.mark.parametrize("labelled", [1, 5])
+def test_ssvae_evaluation_scores_the_values_alone_whatever_labels_the_rows_carry(labelled):
+    """The M2 model's NLL is that of x alone (its test labels are hidden): rows that carry some
+    labels are scored as the same rows unlabelled. Its labelled and unlabelled rows lie in two
+    plates, so importance weights taken straight from such rows cannot be per point: refused,
+    not broadcast into a wrong answer (1 labelled row of 8 would broadcast silently)."""
+    from pyro_lvm.evaluation import evaluate, log_marginal_likelihood
+
+    torch.manual_seed(0)
+    m = SSVAE(input_dim=5, num_classes=3, latent_dim=2, hidden=(6,))
+    x = torch.bernoulli(torch.full((8, 5), 0.4))
+    labels = torch.full((8,), -1)
+    labels[:labelled] = torch.arange(labelled) % 3
+    pyro.set_rng_seed(1)
+    mixed = evaluate(m, m.with_labels(x, labels), num_particles=50)
+    pyro.set_rng_seed(1)
+    hidden = evaluate(m, m.with_labels(x, torch.full((8,), -1)), num_particles=50)
+    assert mixed["test_nll"] == hidden["test_nll"] and mixed["test_neg_elbo"] == hidden["test_neg_elbo"]
+    with pytest.raises(ValueError, match="one plate over the rows"):
+        log_marginal_likelihood(m.model, m.guide, m.with_labels(x, labels), num_particles=4)
+
+
 def test_labelled_models_refuse_rows_without_labels():
     m = CVAE(input_dim=4, num_classes=3, latent_dim=2, hidden=(5,))
     with pytest.raises(ValueError, match="class label last"):

@@ -142,6 +142,37 @@ def test_compile_compiles_the_recorded_loss():
         assert torch.allclose(p, q, atol=1e-5), name
 
 
+@pytest.mark.cuda
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+@pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores")  # inductor's advice; float32 is kept
+def test_cuda_graphs_of_the_recorded_loss_train_as_eagerly():
+    """``--compile reduce-overhead`` on a GPU captures the recorded loss and its backward in CUDA
+    graphs, one per minibatch shape (25 points in batches of 10: shapes 10 and 5). A graph
+    overwrites its outputs at each replay, so the losses the Trainer keeps until its check must
+    be its own copies: the history's losses are those of the eager steps, and so are the
+    parameters, to float tolerance (inductor drawing the eager random numbers)."""
+    import torch._inductor.config as inductor_config
+
+    def train(trace, compile=None):
+        torch.manual_seed(0)
+        model = VAE(input_dim=6, latent_dim=2, hidden=(5,))
+        trainer = Trainer(model, ELBO(), _data(25).cuda(),
+                          config=TrainConfig(epochs=3, batch_size=10, progress=False, trace=trace, device="cuda",
+                                             compile=compile))
+        trainer.fit()
+        return trainer
+
+    torch._dynamo.reset()
+    with inductor_config.patch(fallback_random=True):
+        graphs = train(trace=True, compile="reduce-overhead")
+    eager = train(trace=False)
+    assert graphs.traced is not None and graphs.traced.failed is None and graphs.traced.graphs == 2
+    for a, b in zip(graphs.history, eager.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    for (name, p), q in zip(graphs.model.named_parameters(), eager.model.parameters()):
+        assert p.is_cuda and torch.allclose(p, q, atol=1e-5), name
+
+
 def test_command_line_no_trace(tmp_path, capsys):
     from pyro_lvm.cli import main
 

@@ -165,6 +165,7 @@ def test_a_training_step_never_reads_a_tensor_on_the_host(objective, trace, monk
 
 
 @pytest.mark.cuda
+@pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype feature")  # torch's own notice
 def test_a_training_step_does_not_synchronise_on_cuda():
     x = _data().cuda()
     torch.manual_seed(0)

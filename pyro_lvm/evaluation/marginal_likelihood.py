@@ -36,7 +36,24 @@ def importance_log_weights(model: Callable, guide: Optional[Callable], x: torch.
     ``guide=None`` proposes from the prior: the weight is then :math:`p(x \\mid z)`.
     """
     model_trace, guide_trace = trace_pair(model, guide, (x,), {}, num_particles, max_plate_nesting)
-    return LogDensities(model_trace, guide_trace).log_weight()
+    expected = (num_particles, x.shape[0])
+    try:
+        log_weight = LogDensities(model_trace, guide_trace).log_weight()
+    except RuntimeError as e:  # sites in plates of other sizes than the rows: no sum point by point
+        if isinstance(e, torch.OutOfMemoryError) or "size" not in str(e):
+            raise
+        raise ValueError(_NOT_PER_POINT.format(expected=expected, got="no shape")) from e
+    if tuple(log_weight.shape) != expected:  # e.g. a plate of 1 row broadcast over the others
+        raise ValueError(_NOT_PER_POINT.format(expected=expected, got=f"shape {tuple(log_weight.shape)}"))
+    return log_weight
+
+
+#: why importance weights cannot be per data point (the M2 model's rows, labelled and unlabelled,
+#: lie in two plates: to score x alone, hide the labels, as :func:`~pyro_lvm.evaluation.evaluate` does)
+_NOT_PER_POINT = ("the log importance weights should have shape {expected} (particles, rows) but have {got}: "
+                  "the model's sites must lie in one plate over the rows of the data (for rows split between "
+                  "plates, such as labelled and unlabelled ones, score them through evaluate(), or hide "
+                  "the labels)")
 
 
 def particle_chunk_size(num_points: int, point_size: int, max_elements: int) -> int:

@@ -36,7 +36,7 @@ def evaluate(model: LatentVariableModel, data: torch.Tensor, num_particles: int 
     >>> sorted(evaluate(m, torch.randn(20, 2), num_particles=10))[:3]
     ['active_units', 'eval_seconds', 'mutual_info']
     """
-    data = model.check_data(data)
+    data = model.evaluation_rows(model.check_data(data))
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -75,6 +75,7 @@ def importance_sampled_log_px(model: LatentVariableModel, data: torch.Tensor, nu
     model, in chunks whose memory the model's ``evaluation_width`` bounds."""
     if not model.latent_sites:
         num_particles = 1
+    data = model.evaluation_rows(data)
     return log_marginal_likelihood(model.model, model.guide, data, num_particles=num_particles,
                                    batch_size=batch_size, proposal=proposal,
                                    max_plate_nesting=model.max_plate_nesting, progress=progress,

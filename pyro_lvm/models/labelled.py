@@ -49,6 +49,13 @@ class LabelledModel(LatentVariableModel):
         """``(x, y)``: the values and the labels (long, ``-1`` unknown) of rows."""
         return rows[..., :-1], rows[..., -1].round().long()
 
+    def evaluation_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows with their labels hidden (``-1``) where the model's NLL is that of the values
+        alone (``hide_test_labels``), else unchanged."""
+        if not self.hide_test_labels:
+            return rows
+        return self.with_labels(self.observed_values(rows), torch.full_like(rows[..., -1], UNKNOWN))
+
     @staticmethod
     def with_labels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Rows for this model from values ``x`` (N, D) and labels ``y`` (N,), ``-1`` for unknown."""

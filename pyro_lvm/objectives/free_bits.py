@@ -53,7 +53,9 @@ def kl_per_dim(guide_site: dict, model_site: dict) -> torch.Tensor:
     The closed form where torch registers one for the pair of distributions,
     else the one-sample estimate :math:`\\log q(z_i) - \\log p(z_i)`. Both
     distributions must be ``Independent`` over one dimension of independent
-    coordinates.
+    coordinates. Gradients need a reparameterized guide site; a value alone (under
+    ``torch.no_grad()``, e.g. the validation loss of a relaxed discrete VAE, whose latents are
+    exact in ``eval()`` mode) does not.
     """
     q, p = guide_site["fn"], model_site["fn"]
     for d in (q, p):
@@ -63,7 +65,7 @@ def kl_per_dim(guide_site: dict, model_site: dict) -> torch.Tensor:
                 f"one dim); site {guide_site['name']!r} has {type(d).__name__}: use the objective "
                 "without free bits"
             )
-    if not q.has_rsample:
+    if not q.has_rsample and torch.is_grad_enabled():
         raise InvalidObjectiveError("free bits is implemented for reparameterized latents only: use the "
                                     "objective without free bits")
     try:
