@@ -9,7 +9,9 @@ milliseconds per step of each part, per process::
     OMP_NUM_THREADS=1 python bench/ddp_step.py --data-dir ../shared/data --shard 50   # one shard alone
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data --torch-ddp
 
-``--torch-ddp`` times the reference instead: the same VAE in plain PyTorch (bench/vae_overhead.py's)
+``--overlap`` times the Trainer's own all-reduce (:class:`pyro_lvm.distributed.OverlappedAverage`:
+buckets of gradients all-reduced while the backward pass runs; the all-reduce column then holds
+only the wait after the backward pass). ``--torch-ddp`` times the reference instead: the same VAE in plain PyTorch (bench/vae_overhead.py's)
 under torch's ``DistributedDataParallel``, whose all-reduce runs in buckets while the backward
 pass still computes, and Adam.
 
@@ -25,7 +27,7 @@ import pyro
 import torch
 
 from pyro_lvm.data import load_dataset
-from pyro_lvm.distributed import average_gradients, init_from_environment, shutdown, world
+from pyro_lvm.distributed import OverlappedAverage, average_gradients, init_from_environment, shutdown, world
 from pyro_lvm.models import VAE
 from pyro_lvm.objectives import ELBO
 from pyro_lvm.train import TrainConfig, Trainer
@@ -37,6 +39,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=100, help="global minibatch")
     p.add_argument("--shard", type=int, default=None, help="points per process (default: batch / processes)")
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--overlap", action="store_true",
+                   help="all-reduce buckets during the backward pass, as the Trainer does (else once after it)")
     p.add_argument("--torch-ddp", action="store_true",
                    help="time plain PyTorch under torch's DistributedDataParallel instead")
     args = p.parse_args()
@@ -50,14 +54,19 @@ def main():
     trainer = Trainer(model, ELBO(), x, config=TrainConfig(epochs=1, batch_size=args.batch_size, progress=False))
     b = args.shard or args.batch_size // size
     parts = {"loss and gradients": 0.0, "all-reduce": 0.0, "Adam": 0.0}
+    averager = OverlappedAverage(trainer.model.parameters()) if args.overlap and size > 1 else None
 
     def step(i):
         start = (i * args.batch_size) % (x.shape[0] - args.batch_size) + rank * b
         t0 = time.perf_counter()
         trainer.optimizer.zero_grad(set_to_none=True)
+        if averager is not None:
+            averager.start(b / args.batch_size)
         loss = trainer._loss_and_grads(x[start:start + b])
         t1 = time.perf_counter()
-        if size > 1:
+        if averager is not None:
+            averager.finish(loss)
+        elif size > 1:
             average_gradients(trainer.model.parameters(), b / args.batch_size, extra=loss)
         t2 = time.perf_counter()
         trainer.optimizer.step()
@@ -74,7 +83,8 @@ def main():
                 parts[key] += seconds
         total = time.perf_counter() - begin
     ms = {k: round(v / args.steps * 1e3, 2) for k, v in parts.items()}
-    print(f"rank {rank} of {size}, {b} points per step: {ms} ms; whole step {total / args.steps * 1e3:.2f} ms",
+    how = " (overlapped)" if averager is not None else ""
+    print(f"rank {rank} of {size}, {b} points per step{how}: {ms} ms; whole step {total / args.steps * 1e3:.2f} ms",
           flush=True)
     shutdown()
 

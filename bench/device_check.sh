@@ -4,10 +4,13 @@
 #   2. bench/vae_overhead.py on the GPU: plain PyTorch, pyro_lvm (recorded, eager) and both
 #      compiled with CUDA graphs (reduce-overhead), interleaved, standard and overhead-bound;
 #   3. `pyro-lvm train vae` on the GPU, without and with --compile reduce-overhead (steps/s, NLL);
-#   4. the data-parallel check on the CPU: 1 process against torchrun with 2, one thread each.
+#   4. the data-parallel check on the CPU: 1 process against torchrun with 2, one thread each,
+#      and bench/ddp_step.py's split of a step (one all-reduce after the backward pass,
+#      buckets overlapped with it, torch's DistributedDataParallel on plain PyTorch).
 # Each part has its own time limit, and a failing part does not stop the next; logs go to OUT.
 #
 #   bash bench/device_check.sh DATA_DIR OUT_DIR
+#   PARTS="tests ddp" bash bench/device_check.sh DATA_DIR OUT_DIR   # some parts only
 #
 # Where pyro-ppl is not installed, its wheels in .whl/ are installed into /tmp/site first.
 set -u
@@ -25,16 +28,23 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv |
 python3 -c "import torch, pyro, pyro_lvm; print('torch', torch.__version__, 'pyro', pyro.__version__, \
 'cpus', torch.get_num_threads(), torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
+PARTS=${PARTS:-tests bench cli ddp}
 section() { echo; echo "=== $1 ($(date +%T))"; }
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 
+if want tests; then
 section "1. CUDA tests"
 timeout "${T_TESTS:-150}" python3 -m pytest -m cuda -q -n "${WORKERS:-8}" -W "error::RuntimeWarning:pyro_lvm.traced" \
     2>&1 | tee "$OUT/cuda_tests.log" | tail -25
+fi
 
+if want bench; then
 section "2. bench/vae_overhead.py on the GPU"
 timeout "${T_BENCH:-220}" python3 bench/vae_overhead.py --data-dir "$DATA" --device cuda --configs standard,overhead \
     --objectives elbo,iwae5 --compile --compile-mode reduce-overhead --repeats "${REPEATS:-5}" 2>&1 | tee "$OUT/bench.log"
+fi
 
+if want cli; then
 section "3. pyro-lvm train vae on the GPU"
 for flags in "" "--compile reduce-overhead"; do
     name=gpu${flags:+_compiled}
@@ -42,15 +52,24 @@ for flags in "" "--compile reduce-overhead"; do
         --eval-particles 100 --no-progress --no-figures --device cuda $flags --out "$RUNS/$name" \
         > "$OUT/cli_$name.log" 2>&1 || { echo "$name failed:"; tail -5 "$OUT/cli_$name.log"; }
 done
+fi
 
+if want ddp; then
 section "4. data parallel on the CPU, one thread per process"
 export OMP_NUM_THREADS=1
+for mode in "" --torch-ddp; do
+    timeout 60 python3 bench/ddp_step.py --data-dir "$DATA" $mode 2>&1 | grep rank
+done
+for mode in "" --overlap --torch-ddp; do
+    timeout 60 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir "$DATA" $mode 2>&1 | grep "rank 0"
+done
 timeout 70 python3 -m pyro_lvm train vae --dataset binarized_mnist --data-dir "$DATA" --epochs 2 --batch-size 100 \
     --eval-particles 100 --no-progress --no-figures --out "$RUNS/cpu1" > "$OUT/cli_cpu1.log" 2>&1 \
     || { echo "cpu1 failed:"; tail -5 "$OUT/cli_cpu1.log"; }
 timeout 70 torchrun --standalone --nproc_per_node 2 -m pyro_lvm train vae --dataset binarized_mnist --data-dir "$DATA" \
     --epochs 2 --batch-size 100 --eval-particles 100 --no-progress --no-figures --out "$RUNS/cpu2" \
     > "$OUT/cli_cpu2.log" 2>&1 || { echo "cpu2 failed:"; tail -5 "$OUT/cli_cpu2.log"; }
+fi
 
 section "summary of the runs (train_steps / train_seconds, test NLL with 100 particles)"
 python3 - "$RUNS" <<'EOF' | tee "$OUT/runs.txt"

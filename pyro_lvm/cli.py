@@ -272,6 +272,10 @@ def _add_generic_train_options(p: argparse.ArgumentParser, cls) -> None:
                    help="run the model and guide under Pyro's handlers at every step instead of recording "
                    "the training loss once per minibatch shape and replaying it (pyro_lvm.traced); the "
                    "steps are the same, only slower")
+    t.add_argument("--bucket-mb", type=float, default=1.0,
+                   help="under torchrun: all-reduce the gradients in buckets of this many MiB while the "
+                   "backward pass runs (default 1); 0: once after it, better where the processes have no "
+                   "spare cores")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="run folder to write")
@@ -556,7 +560,8 @@ def _train(args) -> Dict[str, Any]:
     device = init_from_environment(args.device)  # under torchrun: join the process group
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         device=device, progress=not args.no_progress, clip_norm=args.clip_norm,
-                        workers=args.workers, compile=args.compile, trace=args.trace)
+                        workers=args.workers, compile=args.compile, trace=args.trace,
+                        bucket_mb=args.bucket_mb)
     return train_run(args.model, args.out, dataset=args.dataset, data_dir=args.data_dir,
                      model_options=model_options, objective=args.objective,
                      objective_options={k: v for k, v in objective_options.items() if v is not None},

@@ -92,6 +92,112 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter], weight: float,
     return flat[offset:].reshape(()) if extra is not None else None
 
 
+#: the size of one bucket of gradients that :class:`OverlappedAverage` all-reduces while the
+#: backward pass still computes the rest (torch's DistributedDataParallel starts with 1 MiB)
+BUCKET_BYTES = 1 << 20
+
+
+class OverlappedAverage:
+    """:func:`average_gradients`, overlapped with the backward pass, as torch's
+    ``DistributedDataParallel`` does: the parameters are grouped into buckets of about
+    ``bucket_bytes``, in the reverse of their order (the order a backward pass through a
+    feed-forward model finishes their gradients), and a bucket's all-reduce starts, on the
+    backend's own threads, as soon as its last gradient is accumulated. Buckets start in the
+    same order on every process (collectives are matched by order).
+
+    Use it around each backward pass::
+
+        averager.start(weight)      # before the backward pass
+        loss.backward()
+        loss = averager.finish(loss)  # waits; every gradient is now the weighted sum
+
+    A parameter without a gradient in a step is left out, as :func:`average_gradients` leaves
+    it out (so it must lack one on every process). A gradient accumulated twice in one step
+    (two backward passes) makes the step fall back to :func:`average_gradients` after the
+    backward passes, with the same result.
+
+    :param parameters: the model's parameters.
+    :param int bucket_bytes: the size of a bucket.
+    """
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], bucket_bytes: int = BUCKET_BYTES):
+        self.parameters = [p for p in parameters if p.requires_grad]
+        self.buckets: List[List[torch.nn.Parameter]] = []
+        size = bucket_bytes
+        for p in reversed(self.parameters):
+            if size + p.numel() * p.element_size() > bucket_bytes and size > 0:
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(p)
+            size += p.numel() * p.element_size()
+        self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
+        self._active = False
+        self._hooks = [p.register_post_accumulate_grad_hook(self._accumulated) for p in self.parameters]
+
+    def remove(self) -> None:
+        """Take the hooks off the parameters."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def start(self, weight: float) -> None:
+        """Begin a step whose gradients enter the sum with ``weight``."""
+        self._weight = weight
+        self._ready = [0] * len(self.buckets)
+        self._seen: set = set()
+        self._next = 0  # the first bucket not started
+        self._works: List[Tuple[int, torch.Tensor, Any]] = []
+        self._twice = False
+        self._active = True
+
+    def _accumulated(self, p: torch.Tensor) -> None:
+        if not self._active:
+            return
+        if id(p) in self._seen:
+            self._twice = True
+            return
+        self._seen.add(id(p))
+        self._ready[self._bucket_of[id(p)]] += 1
+        while (not self._twice and self._next < len(self.buckets)
+               and self._ready[self._next] == len(self.buckets[self._next])):
+            self._launch(self._next)
+
+    def _launch(self, i: int) -> None:
+        grads = [p.grad for p in self.buckets[i] if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads]) * self._weight if grads else None
+        self._works.append((i, flat, dist.all_reduce(flat, async_op=True) if flat is not None else None))
+        self._next = i + 1
+
+    def finish(self, extra: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """Wait for the buckets (starting those whose parameters had no gradient), write the
+        sums into the gradients, and return the weighted sum over processes of ``extra`` (e.g.
+        the loss), as :func:`average_gradients` does."""
+        self._active = False
+        if self._twice:  # a gradient changed after its bucket started: discard, and average once
+            for _, _, work in self._works:
+                if work is not None:
+                    work.wait()
+            return average_gradients(self.parameters, self._weight, extra=extra)
+        while self._next < len(self.buckets):
+            self._launch(self._next)
+        if extra is not None:
+            extra = extra.reshape(1) * self._weight  # weighted as the gradients (average_gradients)
+            extra_work = dist.all_reduce(extra, async_op=True)
+        for i, flat, work in self._works:
+            if work is None:
+                continue
+            work.wait()
+            offset = 0
+            for p in self.buckets[i]:
+                if p.grad is not None:
+                    p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+                    offset += p.numel()
+        if extra is None:
+            return None
+        extra_work.wait()
+        return extra.reshape(())
+
+
 def all_sum(value: torch.Tensor) -> torch.Tensor:
     """The sum of ``value`` over the processes (itself outside a process group)."""
     if world()[1] == 1:

@@ -274,7 +274,8 @@ def train_run(model_name: str, out, dataset: Optional[str] = None, data_dir=None
         objective_options = dict(saved["objective_options"])
         train_options = {**saved["train"], **{k: v for k, (_, v) in changes.items() if k != "eval_particles"}}
         train = TrainConfig(**{**train_options, "progress": train.progress, "device": train.device,
-                               "workers": train.workers, "compile": train.compile, "trace": train.trace})
+                               "workers": train.workers, "compile": train.compile, "trace": train.trace,
+                               "bucket_mb": train.bucket_mb})
         eval_particles = changes.get("eval_particles", [None, saved.get("eval_particles")])[1]
         model, config, data = load_run_data(out, data_dir, model=False)
         config["train"] = asdict(train)

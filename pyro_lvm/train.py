@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from pyro_lvm.base import LatentVariableModel, param_store_registration
 from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
-from pyro_lvm.distributed import all_sum, average_gradients, gather_objects, shard, world
+from pyro_lvm.distributed import OverlappedAverage, all_sum, average_gradients, gather_objects, shard, world
 from pyro_lvm.files import write_text
 from pyro_lvm.validation import device as check_device
 from pyro_lvm.objectives.base import Objective
@@ -111,6 +111,11 @@ class TrainConfig:
         for the recorded loss and its backward where the loss is recorded (``trace``), else for
         the model's networks (:meth:`~pyro_lvm.base.LatentVariableModel.compile_networks`);
         ``"reduce-overhead"`` captures CUDA graphs on a GPU.
+    :param float bucket_mb: with several processes (:mod:`pyro_lvm.distributed`), the gradients
+        are all-reduced in buckets of about this many MiB while the backward pass still runs
+        (:class:`~pyro_lvm.distributed.OverlappedAverage`, as torch's ``DistributedDataParallel``
+        with ``bucket_cap_mb``); ``0`` all-reduces them once, after the backward pass, which is
+        faster where the processes leave no spare core for the backend's threads.
     """
 
     epochs: Optional[int] = 10
@@ -123,6 +128,7 @@ class TrainConfig:
     workers: int = 0
     compile: Optional[str] = None
     trace: bool = True
+    bucket_mb: float = 1.0
 
     def __post_init__(self):
         if self.epochs is not None and self.epochs < 0:
@@ -137,6 +143,9 @@ class TrainConfig:
             raise ValueError(f"workers must be a non-negative integer, got {self.workers}")
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (or None), got {self.compile!r}")
+        if not self.bucket_mb >= 0:
+            raise ValueError(f"bucket_mb must be non-negative (0: one all-reduce after the backward pass), "
+                             f"got {self.bucket_mb}")
         check_device(self.device)
 
 
@@ -196,6 +205,8 @@ class Trainer:
         self.rank, self.world_size = world()  # more than one process: data-parallel (pyro_lvm.distributed)
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
+        self._averager = (OverlappedAverage(self.model.parameters(), int(self.config.bucket_mb * 2**20))
+                          if self.world_size > 1 and self.config.bucket_mb > 0 else None)
         self.objective = objective
         if train_transform is not None:  # the model sees transformed minibatches (e.g. binarized afresh)
             first = torch.as_tensor(train[:min(len(train), 1024)]).cpu()
@@ -334,11 +345,15 @@ class Trainer:
         ``len(x) / global_size`` (see :mod:`pyro_lvm.distributed`)."""
         self.model.set_step(self.step)
         self.optimizer.zero_grad(set_to_none=True)
+        if self._averager is not None:  # buckets of gradients all-reduced while backward runs
+            self._averager.start(x.shape[0] / (global_size or x.shape[0]))
         if self.config.compile is None:
             loss = self._loss_and_grads(x)
         else:
             loss = self._compiled_loss_and_grads(x)
-        if self.world_size > 1:
+        if self._averager is not None:
+            loss = self._averager.finish(loss.to(self.device))
+        elif self.world_size > 1:
             loss = average_gradients(self.model.parameters(), x.shape[0] / (global_size or x.shape[0]),
                                      extra=loss.to(self.device))
         if self.config.clip_norm is not None:

@@ -50,6 +50,56 @@ def test_shards_cover_a_minibatch_once():
     assert torch.equal(torch.cat(parts), idx) and [len(p) for p in parts] == [34, 34, 33]
 
 
+_BUCKETS_SCRIPT = """
+import torch, torch.distributed as dist
+from pyro_lvm.distributed import OverlappedAverage, average_gradients
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3), torch.nn.Tanh(),
+                          torch.nn.Linear(3, 2))
+unused = torch.nn.Parameter(torch.ones(4))  # no gradient in any step: left out, as average_gradients does
+params = list(net.parameters()) + [unused]
+averager = OverlappedAverage(params, bucket_bytes=64)  # several buckets, started during the backward pass
+assert len(averager.buckets) > 2, averager.buckets
+x = torch.randn(6, 7, generator=torch.Generator().manual_seed(rank))
+for backward_passes in (1, 2):  # two: a gradient accumulated twice, the fallback after the passes
+    for p in params:
+        p.grad = None
+    for _ in range(backward_passes):
+        net(x).square().sum().backward()
+    loss_expected = average_gradients(net.parameters(), 0.25 + 0.5 * rank, extra=torch.tensor(float(rank + 1)))
+    expected = [p.grad.clone() for p in net.parameters()]
+    for p in params:
+        p.grad = None
+    averager.start(0.25 + 0.5 * rank)
+    for _ in range(backward_passes):
+        net(x).square().sum().backward()
+    loss = averager.finish(torch.tensor(float(rank + 1)))
+    assert unused.grad is None
+    assert averager._twice == (backward_passes == 2)
+    for p, e in zip(net.parameters(), expected):
+        assert torch.allclose(p.grad, e, rtol=1e-6, atol=1e-7), (p.grad, e)
+    assert float(loss) == float(loss_expected) == 0.25 * 1 + 0.75 * 2
+averager.remove()
+dist.destroy_process_group()
+print("ok")
+"""
+
+
+def test_gradient_buckets_overlapped_with_backward_equal_one_all_reduce(tmp_path):
+    """OverlappedAverage (the Trainer's all-reduce with several processes) gives the gradients
+    of one all-reduce after the backward pass: with several buckets, a parameter without a
+    gradient, different weights per process, and two backward passes in one step."""
+    script = tmp_path / "buckets.py"
+    script.write_text(_BUCKETS_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "ok"]
+
+
 def test_two_processes_match_one_and_write_one_run_folder(tmp_path):
     one = _run(["train", *MODEL, "--epochs", "1"], tmp_path / "one", 1, tmp_path)
     two = _run(["train", *MODEL, "--epochs", "1"], tmp_path / "two", 2, tmp_path)
@@ -88,11 +138,14 @@ def test_an_interrupted_two_process_run_resumes(tmp_path):
 
 
 def test_a_sampled_model_trains_in_two_processes_with_distinct_noise(tmp_path):
-    """A VAE (reparameterized draws, each process its own): the run trains in one epoch."""
+    """A VAE (reparameterized draws, each process its own): the run trains in one epoch, with its
+    gradients all-reduced once after each backward pass (``--bucket-mb 0``; the other tests use
+    the default buckets, all-reduced while the backward pass runs)."""
     args = ["train", "vae", "--latent-dim", "4", "--hidden", "32", "--epochs", "1", "--batch-size", "100",
-            "--eval-particles", "3", "--no-progress", "--no-figures"]
+            "--eval-particles", "3", "--no-progress", "--no-figures", "--bucket-mb", "0"]
     done = _run(args, tmp_path / "vae", 2, tmp_path)
     metrics = json.loads(done.stdout)
+    assert json.loads((tmp_path / "vae" / "config.json").read_text())["train"]["bucket_mb"] == 0
     untrained = 784 * math.log(2)  # a uniform Bernoulli: 543 nats per digit
     assert metrics["train_steps"] == 50 and metrics["test_nll"] < 0.75 * untrained
 

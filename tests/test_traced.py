@@ -143,8 +143,9 @@ def test_compile_compiles_the_recorded_loss():
 
 
 @pytest.mark.cuda
-@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
-@pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores")  # inductor's advice; float32 is kept
+# warnings stay warnings here: torch 2.11's compiler, given a warning turned into an error, reports
+# "Attempt to trace generator"; a recording that fell back to eager is caught by traced.failed below
+@pytest.mark.filterwarnings("default")
 def test_cuda_graphs_of_the_recorded_loss_train_as_eagerly():
     """``--compile reduce-overhead`` on a GPU captures the recorded loss and its backward in CUDA
     graphs, one per minibatch shape (25 points in batches of 10: shapes 10 and 5). A graph

@@ -87,6 +87,9 @@ def test_config_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=-1)
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match="bucket_mb must be non-negative"):
+            TrainConfig(bucket_mb=bad)
     with pytest.raises(ValueError, match="lr and seed must be set"):
         Trainer(VAE(input_dim=10), ELBO(), _data(), config=TrainConfig(lr=None, progress=False))
     if not torch.cuda.is_available():
