@@ -71,6 +71,7 @@ timeout 70 torchrun --standalone --nproc_per_node 2 -m pyro_lvm train vae --data
     > "$OUT/cli_cpu2.log" 2>&1 || { echo "cpu2 failed:"; tail -5 "$OUT/cli_cpu2.log"; }
 fi
 
+want cli || want ddp || exit 0
 section "summary of the runs (train_steps / train_seconds, test NLL with 100 particles)"
 python3 - "$RUNS" <<'EOF' | tee "$OUT/runs.txt"
 import json, sys
