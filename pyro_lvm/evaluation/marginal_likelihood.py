@@ -40,7 +40,7 @@ def importance_log_weights(model: Callable, guide: Optional[Callable], x: torch.
     try:
         log_weight = LogDensities(model_trace, guide_trace).log_weight()
     except RuntimeError as e:  # sites in plates of other sizes than the rows: no sum point by point
-        if isinstance(e, torch.OutOfMemoryError) or "size" not in str(e):
+        if isinstance(e, torch.cuda.OutOfMemoryError) or "size" not in str(e):
             raise
         raise ValueError(_NOT_PER_POINT.format(expected=expected, got="no shape")) from e
     if tuple(log_weight.shape) != expected:  # e.g. a plate of 1 row broadcast over the others
