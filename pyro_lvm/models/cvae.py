@@ -87,6 +87,7 @@ class CVAE(LabelledModel):
         self.encoder = MLP(c.input_dim + c.num_classes, c.hidden, 2 * c.latent_dim, c.activation)
         self.decoder = MLP(c.latent_dim + c.num_classes, tuple(reversed(c.hidden)),
                            self.likelihood.params * c.input_dim, c.activation)
+        # the prior N(0, I) (StandardNormal) takes shape and device from prior_loc; both stay in checkpoints
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim))
         self.register_buffer("prior_scale", torch.ones(c.latent_dim))
 

@@ -55,6 +55,7 @@ import torch
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
+from pyro_lvm.distributions import StandardNormal
 from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options, initial_output_bias
 from pyro_lvm.nn import MLP, parse_hidden
 from pyro_lvm.registry import MODELS
@@ -123,6 +124,7 @@ class HVAE(LatentVariableModel):
         self.encoder2 = MLP(d1, c.hidden2, 2 * d2, c.activation)
         self.decoder2 = MLP(d2, tuple(reversed(c.hidden2)), 2 * d1, c.activation)
         self.decoder1 = MLP(d1, tuple(reversed(c.hidden)), self.likelihood.params * c.input_dim, c.activation)
+        # the prior N(0, I) (StandardNormal) takes shape and device from prior_loc; both stay in checkpoints
         self.register_buffer("prior_loc", torch.zeros(d2))
         self.register_buffer("prior_scale", torch.ones(d2))
 
@@ -140,7 +142,7 @@ class HVAE(LatentVariableModel):
 
     def prior(self, num: int) -> dist.Distribution:
         r"""The top prior :math:`p(z_2) = \mathcal{N}(0, I)`, batch shape ``(num,)``."""
-        return dist.Normal(self.prior_loc, self.prior_scale).expand([num, self.config.latent_dims[1]]).to_event(1)
+        return StandardNormal(self.prior_loc).expand([num, self.config.latent_dims[1]]).to_event(1)
 
     def conditional_prior(self, z2: torch.Tensor) -> dist.Distribution:
         r""":math:`p_\theta(z_1 \mid z_2)`."""

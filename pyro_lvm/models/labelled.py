@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel
 from pyro_lvm.data.labels import UNKNOWN, with_label_column
+from pyro_lvm.distributions import StandardNormal
 
 
 def broadcast_cat(*parts: torch.Tensor) -> torch.Tensor:
@@ -88,7 +89,7 @@ class LabelledModel(LatentVariableModel):
         return F.one_hot(y, self.config.num_classes).to(self.prior_loc)
 
     def prior(self, num: int) -> dist.Distribution:
-        return dist.Normal(self.prior_loc, self.prior_scale).expand([num, self.config.latent_dim]).to_event(1)
+        return StandardNormal(self.prior_loc).expand([num, self.config.latent_dim]).to_event(1)
 
     def label_prior(self, num: int) -> dist.Distribution:
         """:math:`p(y)`, uniform over the classes."""

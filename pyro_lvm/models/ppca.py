@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
+from pyro_lvm.distributions import StandardNormal
 from pyro_lvm.nn.functional import inverse_softplus
 from pyro_lvm.registry import MODELS
 
@@ -84,6 +85,7 @@ class PPCA(LatentVariableModel):
         self.guide_tril = nn.Parameter(torch.zeros(c.latent_dim, c.latent_dim))
         with torch.no_grad():
             self.guide_tril.diagonal().fill_(inverse_softplus(torch.tensor(1.0)).item())
+        # the prior N(0, I) (StandardNormal) takes shape and device from prior_loc; both stay in checkpoints
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim))
         self.register_buffer("prior_scale", torch.ones(c.latent_dim))
 
@@ -97,7 +99,7 @@ class PPCA(LatentVariableModel):
         return raw.tril(-1) + torch.diag_embed(F.softplus(raw.diagonal()) + 1e-5)
 
     def prior(self, num: int) -> dist.Distribution:
-        return dist.Normal(self.prior_loc, self.prior_scale).expand([num, self.config.latent_dim]).to_event(1)
+        return StandardNormal(self.prior_loc).expand([num, self.config.latent_dim]).to_event(1)
 
     def encode(self, x: torch.Tensor) -> dist.Distribution:
         return dist.MultivariateNormal(self.recognition(x), scale_tril=self.guide_scale_tril())

@@ -54,6 +54,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
 from pyro_lvm.data.text import BOS_INDEX, EOS_INDEX, PAD_INDEX, UNK_INDEX, lengths
+from pyro_lvm.distributions import StandardNormal
 from pyro_lvm.registry import MODELS
 
 
@@ -387,8 +388,7 @@ class TextVAE(SentenceModel):
         return dist.Normal(loc, F.softplus(raw) + self.config.min_scale).to_event(1)
 
     def prior(self, num: int) -> dist.Distribution:
-        device = self.to_posterior.weight.device
-        return dist.Normal(torch.zeros(num, self.latent_dim, device=device), 1.0).to_event(1)
+        return StandardNormal(self.to_posterior.weight.new_empty(num, self.latent_dim)).to_event(1)
 
     def decode(self, z: torch.Tensor) -> dist.Distribution:
         """Sentences are autoregressive: use :meth:`generate_tokens` or :meth:`beam_search`."""

@@ -63,7 +63,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
-from pyro_lvm.distributions import UniformGaussianMixture
+from pyro_lvm.distributions import StandardNormal, UniformGaussianMixture
 from pyro_lvm.models.flows import FLOWS, ConditionalFlow
 from pyro_lvm.models.likelihoods import LIKELIHOODS, check_decoder_options, initial_output_bias
 from pyro_lvm.nn import check_network, decoder_network, encoder_network, parse_hidden
@@ -176,6 +176,7 @@ class VAE(LatentVariableModel):
                                        2 * c.latent_dim + context, c.activation)
         self.decoder = decoder_network(c.network, c.latent_dim, c.input_dim, c.image_shape, c.hidden, c.channels,
                                        self.likelihood.params, c.activation)
+        # the prior N(0, I) (StandardNormal) takes shape and device from prior_loc; both stay in checkpoints
         self.register_buffer("prior_loc", torch.zeros(c.latent_dim))
         self.register_buffer("prior_scale", torch.ones(c.latent_dim))
         if c.prior == "vamp":  # near the middle of the data's range until initialize() sees data
@@ -220,7 +221,7 @@ class VAE(LatentVariableModel):
         if self.config.prior == "vamp":
             components = self._gaussian(self.encoder(self.pseudo_input_values())).base_dist
             return UniformGaussianMixture(components.loc, components.scale).expand([num])
-        return dist.Normal(self.prior_loc, self.prior_scale).expand([num, self.config.latent_dim]).to_event(1)
+        return StandardNormal(self.prior_loc).expand([num, self.config.latent_dim]).to_event(1)
 
     def _gaussian(self, out: torch.Tensor) -> dist.Distribution:
         loc, raw = out[..., :2 * self.config.latent_dim].chunk(2, dim=-1)
