@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from pyro_lvm.base import LatentVariableModel, param_store_registration
-from pyro_lvm.objectives.base import LossTerms, Objective
+from pyro_lvm.objectives.base import LossTerms, Objective, scale_gradients
 
 #: the engines that replay a recorded graph besides ``torch.compile``'s modes
 ENGINES = ("jit", "fx")
@@ -63,14 +63,17 @@ ENGINES = ("jit", "fx")
 MAX_GRAPHS = 8
 
 
-def why_not_traced(model, objective) -> Optional[str]:
-    """Why the training loss of ``model`` under ``objective`` cannot be recorded and replayed,
-    or ``None`` when it can."""
+def why_not_traced(model, objective, engine: str = "jit") -> Optional[str]:
+    """Why the training loss of ``model`` under ``objective`` cannot be recorded and replayed by
+    ``engine`` (see :class:`TracedLoss`), or ``None`` when it can."""
     if not isinstance(objective, Objective):
         return f"{type(objective).__name__} is one of Pyro's ELBOs, which run as SVI runs them"
     reason = objective.why_not_replayable()
     if reason:
         return f"objective {type(objective).__name__}: {reason}"
+    if objective.rescales_gradients and engine not in ENGINES:
+        return (f"objective {type(objective).__name__} rescales the gradients of intermediate values with hooks "
+                f"(DReG), which a graph compiled whole ({engine}) does not expose")
     if not isinstance(model, LatentVariableModel):
         return f"{type(model).__name__} is not a pyro_lvm model"
     if model.not_recordable:
@@ -88,12 +91,22 @@ class _Step(nn.Module):
         self.objective = objective
         self.data_size = data_size
 
-    def forward(self, x: torch.Tensor, kl_weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, kl_weight: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``(loss, surrogate, z_1, w_1, z_2, w_2, ...)``: the terms, and the gradient scales that
+        a hook applies after each replay (DReG's)."""
         m = self.model
         with param_store_registration(False), pyro.validation_enabled(False):
             # no checks while recording: they run in the eager first step of each shape (__call__)
-            terms = self.objective.loss_terms(m.model, m.guide, (x,), {"data_size": self.data_size}, kl_weight)
-        return terms.loss, terms.surrogate
+            terms, scales = self.objective.scaled_loss_terms(m.model, m.guide, (x,), {"data_size": self.data_size},
+                                                             kl_weight)
+        return (terms.loss, terms.surrogate) + tuple(t for pair in scales for t in pair)
+
+
+def _terms(outputs: Tuple[torch.Tensor, ...]) -> LossTerms:
+    """The loss terms from a recorded graph's outputs, with its gradient scales applied as hooks."""
+    rest = outputs[2:]
+    scale_gradients(tuple(zip(rest[0::2], rest[1::2])))
+    return LossTerms(outputs[0], outputs[1])
 
 
 _ATEN = torch.ops.aten
@@ -150,7 +163,7 @@ class TracedLoss:
     """
 
     def __init__(self, model: LatentVariableModel, objective: Objective, data_size: int, engine: str = "jit"):
-        reason = why_not_traced(model, objective)
+        reason = why_not_traced(model, objective, engine)
         if reason is not None:
             raise ValueError(f"the loss cannot be recorded and replayed: {reason}")
         self.model, self.objective, self.engine = model, objective, engine
@@ -220,18 +233,18 @@ class TracedLoss:
         weight = self._weight(self.objective.kl_weight(step), x.device)
         graph = self._graphs.get(key)
         if graph is not None:
-            loss, surrogate = graph(*self._state()[1], x, weight)
+            outputs = graph(*self._state()[1], x, weight)
             if self.engine not in ENGINES:
                 # a CUDA graph (reduce-overhead, max-autotune) writes its outputs into the same
                 # memory at every replay: the loss, which the Trainer keeps until its next check,
                 # is copied out (one scalar); the surrogate is consumed by this step's backward
-                loss = loss.clone()
-            return LossTerms(loss, surrogate)
+                outputs = (outputs[0].clone(),) + tuple(outputs[1:])
+            return _terms(outputs)
         gm = self._try_to_record(x, weight) if self.failed is None else None
         rng = _rng_states(x.device)
         replayed = None
         if gm is not None:  # the graph on the noise that the eager run below draws again
-            replayed = self._gradients(LossTerms(*gm(*self._state()[1], x, weight)))
+            replayed = self._gradients(_terms(gm(*self._state()[1], x, weight)))
             _set_rng_states(rng, x.device)
         m = self.model
         with param_store_registration(False):

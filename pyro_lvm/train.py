@@ -224,7 +224,8 @@ class Trainer:
         #: the recorded and replayed loss (:mod:`pyro_lvm.traced`), or ``None`` (Pyro runs every step)
         self.traced: Optional[TracedLoss] = None
         #: why the loss is not recorded, or ``None``
-        self.not_traced = why_not_traced(model, objective) if self.config.trace else "TrainConfig.trace is off"
+        self.not_traced = (why_not_traced(model, objective, self.config.compile or "jit") if self.config.trace
+                           else "TrainConfig.trace is off")
         if self.not_traced is None:
             self.traced = TracedLoss(model, objective, self.train_data.shape[0], engine=self.config.compile or "jit")
         elif self.config.compile is not None and not model.compile_networks(self.config.compile):

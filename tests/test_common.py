@@ -325,7 +325,8 @@ def test_cuda_pyro_svi(model_case, objective_case):
 REPLAYED = {(m, o) for m in ("vae-bernoulli", "vae-gaussian", "vae-conv-dlogistic", "vae-vamp", "vae-iaf",
                              "vae-planar", "hvae", "ppca")
             for o in ("elbo", "elbo-3particles-beta", "iwae", "iwae-beta-annealed", "meanfield")} | {
-    ("bernvae-vimco", "vimco"), ("catvae-vimco", "vimco")}
+    ("bernvae-vimco", "vimco"), ("catvae-vimco", "vimco")} | {
+    (m, "iwae-dreg") for m in ("vae-bernoulli", "vae-gaussian", "vae-conv-dlogistic", "vae-vamp", "ppca")}
 
 
 @pytest.mark.parametrize("model_case, objective_case", PAIRS)

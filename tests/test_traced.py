@@ -9,6 +9,7 @@ import torch
 
 from pyro_lvm.models import VAE
 from pyro_lvm.objectives import ELBO, IWAE, LossTerms
+from pyro_lvm.objectives.base import scale_gradients
 from pyro_lvm.traced import TracedLoss, why_not_traced
 from pyro_lvm.train import TrainConfig, Trainer
 
@@ -52,13 +53,19 @@ def test_a_branch_on_a_value_is_not_frozen_but_run_eagerly():
 
 
 class _DReGClaimsToBeRecordable(IWAE):
-    """DReG with its backward hooks, wrongly declared recordable: the replay would lose the hooks."""
+    """DReG registering its backward hooks inside the loss instead of returning its gradient
+    scales (as it did before they were returned), wrongly declared recordable: a replay would
+    lose the hooks."""
 
     not_replayable = None
 
     def __init__(self):
         super().__init__(num_particles=3, gradient="dreg")
-        del self.not_replayable  # the class's (wrong) word counts
+
+    def scaled_loss_terms(self, model, guide, args, kwargs, kl_weight):
+        terms, scales = super().scaled_loss_terms(model, guide, args, kwargs, kl_weight)
+        scale_gradients(scales)  # hooks on the recording's fake tensors: lost
+        return terms, ()
 
 
 def test_a_recording_whose_gradients_differ_is_dropped_with_a_warning():
@@ -77,14 +84,15 @@ def test_what_cannot_be_recorded_says_why():
     assert why_not_traced(vae, ELBO()) is None
     assert "LooksAtTheStep computes the loss without saying whether it may be recorded" in \
         why_not_traced(vae, LooksAtTheStep())
-    assert "DReG reweights the samples' gradients with backward hooks" in \
-        why_not_traced(vae, IWAE(num_particles=2, gradient="dreg"))
+    assert why_not_traced(vae, IWAE(num_particles=2, gradient="dreg")) is None  # its scales are graph outputs
+    assert "rescales the gradients of intermediate values with hooks (DReG)" in \
+        why_not_traced(vae, IWAE(num_particles=2, gradient="dreg"), engine="default")
     from pyro.infer import Trace_ELBO
     assert "Pyro's ELBOs" in why_not_traced(vae, Trace_ELBO())
     from pyro_lvm.models import SSVAE
     assert "labelled and unlabelled rows" in why_not_traced(SSVAE(input_dim=6, num_classes=2), ELBO())
-    with pytest.raises(ValueError, match="cannot be recorded and replayed: objective IWAE: DReG"):
-        TracedLoss(vae, IWAE(num_particles=2, gradient="dreg"), data_size=10)
+    with pytest.raises(ValueError, match="cannot be recorded and replayed: objective IWAE rescales"):
+        TracedLoss(vae, IWAE(num_particles=2, gradient="dreg"), data_size=10, engine="default")
     trainer = Trainer(vae, LooksAtTheStep(), _data(), config=TrainConfig(epochs=1, progress=False))
     assert trainer.traced is None and "LooksAtTheStep" in trainer.not_traced
     off = Trainer(vae, ELBO(), _data(), config=TrainConfig(epochs=1, progress=False, trace=False))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from pyro.infer import ELBO as PyroELBO
@@ -28,6 +28,17 @@ class LossTerms(NamedTuple):
 
     loss: torch.Tensor
     surrogate: torch.Tensor
+
+
+#: pairs ``(z, w)``: multiply the gradient that reaches the tensor ``z`` by ``w`` (broadcast)
+GradientScales = Tuple[Tuple[torch.Tensor, torch.Tensor], ...]
+
+
+def scale_gradients(scales: GradientScales) -> None:
+    """Register, on each ``z`` that requires a gradient, a hook multiplying its gradient by ``w``."""
+    for z, w in scales:
+        if z.requires_grad:
+            z.register_hook(lambda g, w=w: g * w)
 
 
 class Objective(PyroELBO):
@@ -92,6 +103,17 @@ class Objective(PyroELBO):
     def loss_terms(self, model, guide, args, kwargs, kl_weight: float) -> LossTerms:
         raise NotImplementedError
 
+    #: whether :meth:`scaled_loss_terms` may return gradient scales (hooks on intermediate values,
+    #: which a graph compiled whole by ``torch.compile`` does not expose)
+    rescales_gradients = False
+
+    def scaled_loss_terms(self, model, guide, args, kwargs, kl_weight: float) -> Tuple[LossTerms, GradientScales]:
+        """:meth:`loss_terms` and the gradient scales it leaves to its caller: pairs ``(z, w)``
+        whose gradient must be multiplied by ``w`` (:func:`scale_gradients`). :meth:`loss_terms`
+        applies them itself; a recorded loss (:mod:`pyro_lvm.traced`) returns ``z`` and ``w`` from
+        its graph and applies them after each replay, since a recording cannot hold a hook. None here."""
+        return self.loss_terms(model, guide, args, kwargs, kl_weight), ()
+
     def why_not_replayable(self) -> Optional[str]:
         """Why the loss cannot be recorded and replayed (:mod:`pyro_lvm.traced`), or ``None``.
 
@@ -100,7 +122,8 @@ class Objective(PyroELBO):
         looks at :attr:`step`, is not recorded until it says that it may be."""
         if "not_replayable" in vars(self):
             return self.not_replayable
-        owner = next(c for c in type(self).__mro__ if "terms" in vars(c) or "loss_terms" in vars(c))
+        owner = next(c for c in type(self).__mro__
+                     if {"terms", "loss_terms", "scaled_loss_terms"} & set(vars(c)))
         if "not_replayable" not in vars(owner):
             return (f"{owner.__name__} computes the loss without saying whether it may be recorded "
                     "(set not_replayable in its class)")

@@ -44,7 +44,7 @@ from typing import Literal, Optional, get_args
 import torch
 
 from pyro_lvm.objectives.annealing import Schedule
-from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective
+from pyro_lvm.objectives.base import OBJECTIVES, LossTerms, Objective, scale_gradients
 from pyro_lvm.objectives.checks import InvalidObjectiveError, Traits
 from pyro_lvm.objectives.traces import (
     LogDensities,
@@ -98,8 +98,9 @@ class IWAE(Objective):
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
         self.gradient = gradient
+        #: DReG reweights the gradient reaching each sample (scaled_loss_terms)
+        self.rescales_gradients = gradient == "dreg"
         if gradient == "dreg":  # log q at stopped parameters: a guide factor would lose its gradient
-            self.not_replayable = "DReG reweights the samples' gradients with backward hooks"
             self.traits = Traits("objective 'iwae' with DReG gradients", pathwise_only=True, guide_factors=False,
                                  stops_guide_parameters=True, reparam_only="the doubly reparameterized gradient needs continuous, "
                                  "reparameterized latents: use gradient='reparam' or VIMCO")
@@ -112,6 +113,13 @@ class IWAE(Objective):
         return torch.logsumexp(log_w, 0) - math.log(self.num_particles)
 
     def loss_terms(self, model, guide, args, kwargs, kl_weight):
+        terms, scales = self.scaled_loss_terms(model, guide, args, kwargs, kl_weight)
+        scale_gradients(scales)
+        return terms
+
+    def scaled_loss_terms(self, model, guide, args, kwargs, kl_weight):
+        """The terms, and for DReG the samples' gradient scales :math:`\\tilde w_k` (applied by
+        :meth:`loss_terms` as hooks, or by a recorded loss after each replay)."""
         K = self.num_particles
         model_trace, guide_trace = trace_pair(model, guide, args, kwargs, K, self.max_plate_nesting)
         scale = data_scale(model_trace)
@@ -125,12 +133,9 @@ class IWAE(Objective):
             surrogate = bound
             if dens.nonreparam:
                 surrogate = surrogate + bound.detach() * dens.log_q_nonreparam.sum(0)
-            return LossTerms(loss.detach(), -scale * surrogate.sum())
+            return LossTerms(loss.detach(), -scale * surrogate.sum()), ()
         w_tilde = torch.softmax(log_w.detach(), dim=0)
-        for site in sample_sites(guide_trace).values():
-            z = site["value"]
-            if z.requires_grad:
-                w = w_tilde.reshape(w_tilde.shape + (1,) * (z.dim() - w_tilde.dim()))
-                z.register_hook(lambda g, w=w: g * w)
+        scales = tuple((site["value"], w_tilde.reshape(w_tilde.shape + (1,) * (site["value"].dim() - w_tilde.dim())))
+                       for site in sample_sites(guide_trace).values() if site["value"].requires_grad)
         surrogate = -scale * (w_tilde * log_w).sum()
-        return LossTerms(loss.detach(), loss.detach() + surrogate - surrogate.detach())
+        return LossTerms(loss.detach(), loss.detach() + surrogate - surrogate.detach()), scales
