@@ -97,8 +97,8 @@ class _Step(nn.Module):
         m = self.model
         with param_store_registration(False), pyro.validation_enabled(False):
             # no checks while recording: they run in the eager first step of each shape (__call__)
-            terms, scales = self.objective.scaled_loss_terms(m.model, m.guide, (x,), {"data_size": self.data_size},
-                                                             kl_weight)
+            terms, scales = self.objective.recorded_terms(m.model, m.guide, (x,), {"data_size": self.data_size},
+                                                          kl_weight)
         return (terms.loss, terms.surrogate) + tuple(t for pair in scales for t in pair)
 
 

@@ -75,6 +75,27 @@ def test_a_recording_whose_gradients_differ_is_dropped_with_a_warning():
     _same_parameters(traced, _train(_DReGClaimsToBeRecordable, trace=False))
 
 
+class _IWAEDoubled(IWAE):
+    """A subclass redefining loss_terms below IWAE, which defines scaled_loss_terms."""
+
+    not_replayable = None
+
+    def __init__(self):
+        super().__init__(num_particles=3)
+
+    def loss_terms(self, model, guide, args, kwargs, kl_weight):
+        terms = super().loss_terms(model, guide, args, kwargs, kl_weight)
+        return LossTerms(terms.loss, 2 * terms.surrogate)
+
+
+def test_a_subclass_redefining_loss_terms_is_recorded_through_its_own_loss_terms():
+    """Objective.recorded_terms runs the subclass's loss_terms, not IWAE's scaled_loss_terms
+    (which would leave the doubling out, and fall back to eager steps with a warning)."""
+    traced = _train(_IWAEDoubled, trace=True)
+    assert traced.traced.graphs == 1 and traced.traced.failed is None
+    _same_parameters(traced, _train(_IWAEDoubled, trace=False))
+
+
 def test_what_cannot_be_recorded_says_why():
     class LooksAtTheStep(ELBO):  # defines terms without saying whether it may be recorded
         def terms(self, model, guide, *args, **kwargs):

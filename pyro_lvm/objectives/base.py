@@ -114,6 +114,18 @@ class Objective(PyroELBO):
         its graph and applies them after each replay, since a recording cannot hold a hook. None here."""
         return self.loss_terms(model, guide, args, kwargs, kl_weight), ()
 
+    def recorded_terms(self, model, guide, args, kwargs, kl_weight: float) -> Tuple[LossTerms, GradientScales]:
+        """What a recording of the loss runs: :meth:`scaled_loss_terms`, unless a subclass
+        redefines :meth:`loss_terms` below the class that defines :meth:`scaled_loss_terms`; then
+        that :meth:`loss_terms` itself, without scales (so a hook it registers is lost in the
+        recording, and the recording's check against the eager step finds it)."""
+        mro = type(self).__mro__
+        scaled = next(c for c in mro if "scaled_loss_terms" in vars(c))
+        loss = next(c for c in mro if "loss_terms" in vars(c))
+        if loss is not scaled and issubclass(loss, scaled):
+            return self.loss_terms(model, guide, args, kwargs, kl_weight), ()
+        return self.scaled_loss_terms(model, guide, args, kwargs, kl_weight)
+
     def why_not_replayable(self) -> Optional[str]:
         """Why the loss cannot be recorded and replayed (:mod:`pyro_lvm.traced`), or ``None``.
 
