@@ -117,15 +117,17 @@ class OverlappedAverage:
     backward passes, with the same result.
 
     :param parameters: the model's parameters.
-    :param int bucket_bytes: the size of a bucket.
+    :param bucket_bytes: the size of a bucket; ``None``: one bucket, all-reduced once the backward
+        pass has accumulated the last gradient (what :func:`average_gradients` does after it).
     """
 
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], bucket_bytes: int = BUCKET_BYTES):
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], bucket_bytes: Optional[int] = BUCKET_BYTES):
         self.parameters = [p for p in parameters if p.requires_grad]
         self.buckets: List[List[torch.nn.Parameter]] = []
         size = bucket_bytes
         for p in reversed(self.parameters):
-            if size + p.numel() * p.element_size() > bucket_bytes and size > 0:
+            if not self.buckets or (bucket_bytes is not None and size + p.numel() * p.element_size() > bucket_bytes
+                                    and size > 0):
                 self.buckets.append([])
                 size = 0
             self.buckets[-1].append(p)

@@ -179,11 +179,14 @@ class TracedLoss:
         return len(self._graphs)
 
     def _state(self) -> Tuple[List[str], List[torch.Tensor]]:
-        names, tensors = [], []
-        for name, t in list(self.model.named_parameters()) + list(self.model.named_buffers()):
-            names.append("model." + name)
-            tensors.append(t)
-        return names, tensors
+        """The names (as the recording's module sees them) and the tensors of the graph's state inputs."""
+        names = ["model." + n for n, _ in self.model.named_parameters()] + \
+            ["model." + n for n, _ in self.model.named_buffers()]
+        return names, self._tensors()
+
+    def _tensors(self) -> List[torch.Tensor]:
+        """The model's parameters and buffers, in the recording's order (every replay: no names)."""
+        return [*self.model.parameters(), *self.model.buffers()]
 
     def _record(self, x: torch.Tensor, weight: torch.Tensor) -> torch.fx.GraphModule:
         """The operations of one loss evaluation, recorded on fake tensors (nothing runs)."""
@@ -233,7 +236,7 @@ class TracedLoss:
         weight = self._weight(self.objective.kl_weight(step), x.device)
         graph = self._graphs.get(key)
         if graph is not None:
-            outputs = graph(*self._state()[1], x, weight)
+            outputs = graph(*self._tensors(), x, weight)
             if self.engine not in ENGINES:
                 # a CUDA graph (reduce-overhead, max-autotune) writes its outputs into the same
                 # memory at every replay: the loss, which the Trainer keeps until its next check,
@@ -244,14 +247,14 @@ class TracedLoss:
         rng = _rng_states(x.device)
         replayed = None
         if gm is not None:  # the graph on the noise that the eager run below draws again
-            replayed = self._gradients(_terms(gm(*self._state()[1], x, weight)))
+            replayed = self._gradients(_terms(gm(*self._tensors(), x, weight)))
             _set_rng_states(rng, x.device)
         m = self.model
         with param_store_registration(False):
             terms = self.objective.terms(m.model, m.guide, x, data_size=self._step.data_size, step=step)
         if gm is not None:
             if _same(replayed, self._gradients(terms, retain=True)):
-                self._graphs[key] = self._engine(gm, (*self._state()[1], x, weight))
+                self._graphs[key] = self._engine(gm, (*self._tensors(), x, weight))
             else:  # a bug to report: the model or objective should declare itself not recordable
                 self._give_up("replayed, it gives another loss or other gradients than the eager step (a "
                               "backward hook or a custom autograd.Function in the model or the objective?)",

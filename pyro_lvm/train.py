@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from pyro_lvm.base import LatentVariableModel, param_store_registration
 from pyro_lvm.checkpoint import load_checkpoint, save_checkpoint
-from pyro_lvm.distributed import OverlappedAverage, all_sum, average_gradients, gather_objects, shard, world
+from pyro_lvm.distributed import OverlappedAverage, all_sum, gather_objects, shard, world
 from pyro_lvm.files import write_text
 from pyro_lvm.validation import device as check_device
 from pyro_lvm.objectives.base import Objective
@@ -205,8 +205,9 @@ class Trainer:
         self.rank, self.world_size = world()  # more than one process: data-parallel (pyro_lvm.distributed)
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
-        self._averager = (OverlappedAverage(self.model.parameters(), int(self.config.bucket_mb * 2**20))
-                          if self.world_size > 1 and self.config.bucket_mb > 0 else None)
+        #: with several processes, what sums the gradients (one bucket with bucket_mb 0)
+        self._averager = (OverlappedAverage(self.model.parameters(), int(self.config.bucket_mb * 2**20) or None)
+                          if self.world_size > 1 else None)
         self.objective = objective
         if train_transform is not None:  # the model sees transformed minibatches (e.g. binarized afresh)
             first = torch.as_tensor(train[:min(len(train), 1024)]).cpu()
@@ -354,9 +355,6 @@ class Trainer:
             loss = self._compiled_loss_and_grads(x)
         if self._averager is not None:
             loss = self._averager.finish(loss.to(self.device))
-        elif self.world_size > 1:
-            loss = average_gradients(self.model.parameters(), x.shape[0] / (global_size or x.shape[0]),
-                                     extra=loss.to(self.device))
         if self.config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()

@@ -61,10 +61,15 @@ net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linea
                           torch.nn.Linear(3, 2))
 unused = torch.nn.Parameter(torch.ones(4))  # no gradient in any step: left out, as average_gradients does
 params = list(net.parameters()) + [unused]
-averager = OverlappedAverage(params, bucket_bytes=64)  # several buckets, started during the backward pass
-assert len(averager.buckets) > 2, averager.buckets
 x = torch.randn(6, 7, generator=torch.Generator().manual_seed(rank))
-for backward_passes in (1, 2):  # two: a gradient accumulated twice, the fallback after the passes
+several = OverlappedAverage(params, bucket_bytes=64)  # several buckets, started during the backward pass
+assert len(several.buckets) > 2, several.buckets
+several.remove()
+one = OverlappedAverage(params, bucket_bytes=None)  # --bucket-mb 0: one bucket, after the last gradient
+assert len(one.buckets) == 1 and len(one.buckets[0]) == len(params)
+one.remove()
+for bucket_bytes, backward_passes in ((64, 1), (64, 2), (None, 1)):  # 2: a gradient accumulated twice
+    averager = OverlappedAverage(params, bucket_bytes=bucket_bytes)
     for p in params:
         p.grad = None
     for _ in range(backward_passes):
@@ -82,7 +87,7 @@ for backward_passes in (1, 2):  # two: a gradient accumulated twice, the fallbac
     for p, e in zip(net.parameters(), expected):
         assert torch.allclose(p.grad, e, rtol=1e-6, atol=1e-7), (p.grad, e)
     assert float(loss) == float(loss_expected) == 0.25 * 1 + 0.75 * 2
-averager.remove()
+    averager.remove()  # the next averager's hooks alone
 dist.destroy_process_group()
 print("ok")
 """
