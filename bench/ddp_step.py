@@ -8,6 +8,7 @@ milliseconds per step of each part, per process::
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data
     OMP_NUM_THREADS=1 python bench/ddp_step.py --data-dir ../shared/data --shard 50   # one shard alone
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data --torch-ddp
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data --no-reduce
 
 ``--overlap`` times the Trainer's own all-reduce (:class:`pyro_lvm.distributed.OverlappedAverage`:
 buckets of gradients all-reduced while the backward pass runs; the all-reduce column then holds
@@ -18,6 +19,11 @@ pass still computes, and Adam.
 The ceiling of the speed-up of P processes is the one-process step over (the
 step on one shard + the all-reduce): when halving the batch saves little, the
 fixed cost per step sets the pace and data parallelism cannot pay.
+``--no-reduce`` measures the machine's own ceiling: the processes run their
+shards side by side and never communicate (their parameters drift apart), so
+the speed-up of its whole step over one process's is what a free all-reduce
+would give, with whatever the processes take from each other (cores shared
+with other work, memory bandwidth, a shared cache).
 """
 
 import argparse
@@ -41,6 +47,8 @@ def main():
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--overlap", action="store_true",
                    help="all-reduce buckets during the backward pass, as the Trainer does (else once after it)")
+    p.add_argument("--no-reduce", action="store_true",
+                   help="no all-reduce at all: the processes' steps side by side (the ceiling of data parallelism)")
     p.add_argument("--torch-ddp", action="store_true",
                    help="time plain PyTorch under torch's DistributedDataParallel instead")
     args = p.parse_args()
@@ -54,7 +62,9 @@ def main():
     trainer = Trainer(model, ELBO(), x, config=TrainConfig(epochs=1, batch_size=args.batch_size, progress=False))
     b = args.shard or args.batch_size // size
     parts = {"loss and gradients": 0.0, "all-reduce": 0.0, "Adam": 0.0}
-    averager = OverlappedAverage(trainer.model.parameters()) if args.overlap and size > 1 else None
+    averager = (OverlappedAverage(trainer.model.parameters()) if args.overlap and size > 1 and not args.no_reduce
+                else None)
+    reduce = size > 1 and not args.no_reduce
 
     def step(i):
         start = (i * args.batch_size) % (x.shape[0] - args.batch_size) + rank * b
@@ -66,7 +76,7 @@ def main():
         t1 = time.perf_counter()
         if averager is not None:
             averager.finish(loss)
-        elif size > 1:
+        elif reduce:
             average_gradients(trainer.model.parameters(), b / args.batch_size, extra=loss)
         t2 = time.perf_counter()
         trainer.optimizer.step()
@@ -83,7 +93,7 @@ def main():
                 parts[key] += seconds
         total = time.perf_counter() - begin
     ms = {k: round(v / args.steps * 1e3, 2) for k, v in parts.items()}
-    how = " (overlapped)" if averager is not None else ""
+    how = " (overlapped)" if averager is not None else " (no all-reduce)" if size > 1 and not reduce else ""
     print(f"rank {rank} of {size}, {b} points per step{how}: {ms} ms; whole step {total / args.steps * 1e3:.2f} ms",
           flush=True)
     shutdown()

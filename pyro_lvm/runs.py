@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import json
 import math
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -358,6 +359,7 @@ def _evaluate(model, test: torch.Tensor, num_particles: int, progress: bool) -> 
     rank, size = world()
     if size == 1:
         return evaluate(model, test, num_particles=num_particles, progress=progress)
+    start = time.perf_counter()
     rows = shard(torch.arange(test.shape[0], device=test.device), rank, size)
     was_training = model.training
     model.eval()
@@ -366,7 +368,8 @@ def _evaluate(model, test: torch.Tensor, num_particles: int, progress: bool) -> 
                                                        progress=progress and rank == 0))
     finally:
         model.train(was_training)
-    return on_main(lambda: evaluate(model, test, num_particles=num_particles, log_px=log_px))
+    metrics = on_main(lambda: evaluate(model, test, num_particles=num_particles, log_px=log_px))
+    return {**metrics, "eval_seconds": time.perf_counter() - start}  # the shared log p(x) included
 
 
 def load_run(run_dir, device: str = "cpu"):
