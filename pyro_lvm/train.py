@@ -6,6 +6,7 @@ No argument parsing and no plotting here: :mod:`pyro_lvm.cli` and
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -221,6 +222,10 @@ class Trainer:
             model.check_data(train[:min(len(train), 1024)], "training data")
             self.train_data = train
         self.valid_data = None if valid is None else model.check_data(valid, "validation data").to(self.device)
+        widths = model.row_widths(self.train_data) if isinstance(self.train_data, torch.Tensor) else None
+        #: each training row's width without its padding (sentences), on the host, or ``None``:
+        #: minibatches are cut to their widest row here, not by the model on the device
+        self.row_widths: Optional[torch.Tensor] = None if widths is None else widths.cpu()
         self._check_objective()
         #: the recorded and replayed loss (:mod:`pyro_lvm.traced`), or ``None`` (Pyro runs every step)
         self.traced: Optional[TracedLoss] = None
@@ -349,10 +354,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self._averager is not None:  # buckets of gradients all-reduced while backward runs
             self._averager.start(x.shape[0] / (global_size or x.shape[0]))
-        if self.config.compile is None:
-            loss = self._loss_and_grads(x)
-        else:
-            loss = self._compiled_loss_and_grads(x)
+        # minibatches that _batches cut already are taken as they come (LatentVariableModel.presized)
+        with self.model.presized() if self.row_widths is not None else contextlib.nullcontext():
+            if self.config.compile is None:
+                loss = self._loss_and_grads(x)
+            else:
+                loss = self._compiled_loss_and_grads(x)
         if self._averager is not None:
             loss = self._averager.finish(loss.to(self.device))
         if self.config.clip_norm is not None:
@@ -445,8 +452,12 @@ class Trainer:
         sizes = [len(i) for i in order]
         order = [shard(idx, self.rank, self.world_size) for idx in order]  # this process's part
         if isinstance(self.train_data, torch.Tensor):  # the epoch's indices reach the device at once
-            for idx, size in zip(torch.cat(order).to(self.device).split([len(i) for i in order]), sizes):
-                yield self.train_data[idx], size
+            on_device = torch.cat(order).to(self.device).split([len(i) for i in order])
+            for idx, host_idx, size in zip(on_device, order, sizes):
+                x = self.train_data[idx]
+                if self.row_widths is not None and len(host_idx):  # cut on the host's numbers
+                    x = x[:, :int(self.row_widths[host_idx].max())]
+                yield x, size
             return
         loader = DataLoader(self.train_data, batch_sampler=[idx.tolist() for idx in order],
                             collate_fn=_already_a_batch, num_workers=self.config.workers,

@@ -187,3 +187,21 @@ def expected_refusal(model_case, objective_case):
         if model_case in models and objective_case in objectives:
             return phrase
     return None
+
+
+#: (model cases, objective cases, why) of the pairs whose training step reads a tensor's value on
+#: the host (a synchronisation per step on a GPU); the step of every other pair must not
+HOST_READS = [
+    ({"ssvae", "ssvae-all-labelled"}, set(OBJECTIVE_CASES),
+     "the sizes of the labelled and the unlabelled part of a minibatch are read from its labels"),
+    (set(MODEL_CASES), {"enum"}, "Pyro's Dice estimator (TraceEnum_ELBO) asks whether any enumerated "
+     "probability is zero"),
+]
+
+
+def host_read(model_case, objective_case):
+    """Why this pair's training step reads a tensor's value on the host, or ``None``."""
+    for models, objectives, why in HOST_READS:
+        if model_case in models and objective_case in objectives:
+            return why
+    return None

@@ -22,6 +22,7 @@ from cases import (
     TRAINING_PREFERENCE,
     UNTRAINED,
     expected_refusal,
+    host_read,
 )
 
 
@@ -358,3 +359,35 @@ def test_recorded_steps_are_the_eager_steps(model_case, objective_case):
     traced = runs[True][1].traced
     if (model_case, objective_case) in REPLAYED:
         assert traced.failed is None and traced.graphs == 2  # batches of 10 and 5
+
+
+@pytest.mark.parametrize("model_case, objective_case", PAIRS)
+def test_a_training_step_reads_no_value_on_the_host(model_case, objective_case, monkeypatch):
+    """After its first steps (checks, recording, a codebook initialised from data), a training step
+    of the Trainer computes the loss and the gradients without reading any tensor's value on the
+    host (item, float, int, bool, tolist): on a GPU each such read waits for the device. The pairs
+    of ``HOST_READS`` do read one, and are checked to, so that the list stays true."""
+    make_model, make_data = MODEL_CASES[model_case]
+    x = make_data(16)
+    trainer = Trainer(make_model(), OBJECTIVE_CASES[objective_case][0](), x,
+                      config=TrainConfig(epochs=1, batch_size=8, progress=False))
+    trainer.model.train()
+    with pyro.validation_enabled(False):  # as in fit(): the data is checked at the public boundary
+        for _ in range(2):
+            trainer.train_step(x[:8])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor's value was read on the host during a training step")
+
+    why = host_read(model_case, objective_case)
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__float__", "__bool__", "__int__", "__index__", "cpu", "numpy"):
+            m.setattr(torch.Tensor, name, refuse)  # (cpu: a copy to the host, such as sequence packing's)
+        with pyro.validation_enabled(False):
+            if why is None:
+                loss = trainer.train_step(x[8:])
+            else:
+                with pytest.raises(AssertionError, match="read on the host"):
+                    trainer.train_step(x[8:])
+                return
+    assert torch.isfinite(loss)

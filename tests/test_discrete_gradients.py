@@ -140,3 +140,41 @@ def test_diagnostics_reject_bad_input():
         gradient_diagnostics(m, x, ["st"], num_draws=1)
     with pytest.raises(TypeError, match="discrete-latent"):
         gradient_diagnostics(VAE(input_dim=12), x)
+
+
+@pytest.mark.parametrize("case", ["bernvae-reinforce", "catvae-reinforce", "two-state"])
+def test_score_function_terms_are_pyros_trace_elbo_on_the_same_traces(case):
+    """The ELBO's terms for guides without rsample equal Trace_ELBO's particle (loss and surrogate
+    gradients) on the same traces, with a minibatch scale and a KL weight; the loss is a tensor."""
+    import copy
+
+    from pyro.infer import Trace_ELBO
+
+    from pyro_lvm.base import param_store_registration
+    from pyro_lvm.objectives.elbo import _pyro_particle_terms, score_function_terms_from_traces
+    from pyro_lvm.objectives.kl_weight import weight_latents
+    from pyro_lvm.objectives.traces import trace_pair
+
+    if case == "two-state":
+        net, x = TwoStateModel(), X
+    else:
+        from cases import MODEL_CASES
+
+        make_model, make_data = MODEL_CASES[case]
+        net, x = make_model(), make_data(6)
+    pyro.set_rng_seed(0)
+    with param_store_registration(False):
+        traces = trace_pair(weight_latents(net.model, 0.7), weight_latents(net.guide, 0.7), (x,),
+                            {"data_size": 50}, None, 1)
+    ours = score_function_terms_from_traces(*copy.copy(traces))
+    theirs = _pyro_particle_terms(Trace_ELBO(), *(t.copy() for t in traces), num_particles=1)  # Pyro's
+    assert isinstance(ours[0], torch.Tensor) and not ours[0].requires_grad
+    assert ours[0].item() == pytest.approx(theirs[0].item(), rel=1e-5)
+    params = [p for p in net.parameters() if p.requires_grad]
+    g_ours = torch.autograd.grad(ours[1], params, retain_graph=True, allow_unused=True)
+    g_theirs = torch.autograd.grad(theirs[1], params, allow_unused=True)
+    for a, b in zip(g_ours, g_theirs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    assert any(a is not None and a.abs().sum() > 0 for a in g_ours)

@@ -3,6 +3,7 @@
 import json
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -214,3 +215,55 @@ def test_cli_text_train_evaluate_sample_interpolate(tmp_path, data_dir, capsys):
     assert json.loads((tmp_path / "lm" / "metrics.json").read_text())["nll_particles"] == 1
     assert json.loads((tmp_path / "lm" / "config.json").read_text())["objective"] == "elbo"
     assert main(["interpolate", lm, "a", "b"]) == 2  # no latent code: a clear error
+
+
+def test_the_trainer_cuts_sentences_on_the_host_and_the_model_takes_them_as_they_come():
+    """Training minibatches reach the model cut to their longest sentence, from widths the Trainer
+    keeps on the host, and the model (presized) cuts nothing itself: the same parameters, bit for
+    bit, as when the model cuts each minibatch (its widest row read from the tensor), and a
+    minibatch that was not cut gives the same loss as one that was. The encoder's state at each
+    sentence's <eos> is the final state of the packed sentences."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from pyro_lvm.train import TrainConfig, Trainer
+
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(1, 9, (40,), generator=g)
+    x = torch.randint(4, 7, (40, 12), generator=g)
+    x[torch.arange(12) >= lens.unsqueeze(-1)] = PAD_INDEX
+    x[torch.arange(40), lens - 1] = EOS_INDEX
+    runs = {}
+    for host in (True, False):
+        model = _tiny_vae(word_dropout=0.3)
+        seen = []
+        inner = model.model
+
+        def spy(rows=None, **kw):
+            seen.append((rows.shape[1], int(lengths(rows).max()), model.is_presized))
+            return inner(rows, **kw)
+
+        model.model = spy
+        t = Trainer(model, ELBO(), x, config=TrainConfig(epochs=2, batch_size=8, progress=False))
+        if not host:
+            t.row_widths = None  # the model cuts its minibatches itself
+        t.fit()
+        runs[host] = (model.state_dict(), [r["train_loss"] for r in t.history], seen)
+    for k, v in runs[True][0].items():
+        assert torch.equal(v, runs[False][0][k]), k
+    assert runs[True][1] == runs[False][1]
+    steps = [s for s in runs[True][2] if s[2]]  # 2 epochs of 5; the one other call checks the objective
+    assert len(steps) == 10 and len(runs[True][2]) == 11
+    assert all(width == longest for width, longest, _ in steps)
+    assert not any(s[2] for s in runs[False][2])
+    model = _tiny_vae()
+    model.eval()  # no word dropout: the two calls draw the same z from the same seed
+    cut = x[:8, :int(lengths(x[:8]).max())]
+    assert cut.shape[1] < x.shape[1]
+    pyro.set_rng_seed(1)
+    with model.presized():  # taken as it comes: all 12 columns
+        whole = ELBO().terms(model.model, model.guide, x[:8], data_size=40).loss
+    pyro.set_rng_seed(1)
+    torch.testing.assert_close(ELBO().terms(model.model, model.guide, cut, data_size=40).loss, whole)
+    packed = pack_padded_sequence(model.encoder_embed(cut), lengths(cut), batch_first=True, enforce_sorted=False)
+    _, (h, _) = model.encoder(packed)
+    torch.testing.assert_close(model.encode(cut).mean, model.to_posterior(h[-1]).chunk(2, -1)[0])

@@ -94,6 +94,22 @@ def test_codebook_starts_from_encoder_outputs():
     assert gaps.min(-1).values.max() < 1e-12  # every code is an encoder output
 
 
+def test_a_loaded_state_says_whether_the_codebook_is_initialised():
+    """The step remembers on the host that the codebook is initialised (no read of the buffer per
+    step); loading a state forgets it: an uninitialised state is initialised again from data."""
+    m, fresh = _model(), _model()
+    m.train()
+    m.guide(_data())
+    started = m.codebook.clone()
+    assert bool(m.initialized) and not torch.equal(started, fresh.codebook)
+    m.guide(_data() * 2)  # initialised already: the codebook stays (no EMA in this configuration)
+    assert torch.equal(m.codebook, started)
+    m.load_state_dict(fresh.state_dict())
+    assert not bool(m.initialized)
+    m.guide(_data())
+    assert bool(m.initialized) and not torch.equal(m.codebook, fresh.codebook)
+
+
 def test_code_statistics():
     m = _model()
     codes = torch.tensor([[0, 0, 1], [0, 1, 1]])

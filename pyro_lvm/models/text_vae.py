@@ -19,7 +19,10 @@ no :math:`z` (:math:`d = 0`): :math:`\log p(w)` in closed form.
 
 Positions after ``<eos>`` hold ``<pad>`` and are masked out of the
 likelihood (:class:`SentenceLikelihood`); each batch is cut to its longest
-sentence first.
+sentence first (by the :class:`~pyro_lvm.train.Trainer`, from lengths it keeps
+on the host, when it trains the model: see
+:meth:`~pyro_lvm.base.LatentVariableModel.presized`). The cut only saves
+time: a batch with more padding gives the same numbers.
 
 **Posterior collapse** and its cures: the decoder can model the sentence
 alone, so the ELBO's optimum often has :math:`q(z \mid w) = p(z)` (KL = 0).
@@ -50,7 +53,6 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
 from pyro_lvm.data.text import BOS_INDEX, EOS_INDEX, PAD_INDEX, UNK_INDEX, lengths
@@ -219,10 +221,14 @@ class SentenceModel(LatentVariableModel):
             raise ValueError(f"{name} has an empty row (every sentence ends with <eos>)")
         return x
 
-    @staticmethod
-    def trim(x: torch.Tensor) -> torch.Tensor:
-        """``x`` cut to its longest sentence."""
-        return x[:, : int(lengths(x).max())]
+    def trim(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` cut to its longest sentence (as it comes when the model is
+        :meth:`~pyro_lvm.base.LatentVariableModel.presized`: cut already)."""
+        return x if self.is_presized else x[:, : int(lengths(x).max())]
+
+    def row_widths(self, data: torch.Tensor) -> torch.Tensor:
+        """Each sentence's tokens, ``<eos>`` included."""
+        return lengths(data)
 
     def decoder_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """``<bos>`` followed by the tokens but the last, word dropout applied in training."""
@@ -381,10 +387,11 @@ class TextVAE(SentenceModel):
 
     def encode(self, x: torch.Tensor) -> dist.Distribution:
         x = self.trim(x)
-        packed = pack_padded_sequence(self.encoder_embed(x), lengths(x).cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        _, (h, _) = self.encoder(packed)
-        loc, raw = self.to_posterior(h[-1]).chunk(2, -1)
+        out, _ = self.encoder(self.encoder_embed(x))
+        # the state after each sentence's <eos>: the LSTM has not seen the padding yet (no lengths
+        # read on the host, as packing the sentences would need)
+        last = (lengths(x) - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
+        loc, raw = self.to_posterior(out.gather(1, last).squeeze(1)).chunk(2, -1)
         return dist.Normal(loc, F.softplus(raw) + self.config.min_scale).to_event(1)
 
     def prior(self, num: int) -> dist.Distribution:

@@ -190,6 +190,21 @@ class VQVAE(LatentVariableModel):
         self.register_buffer("ema_count", torch.ones(c.codebook_size))
         self.register_buffer("ema_sum", self.codebook.detach().clone())
         self.register_buffer("initialized", torch.tensor(False))
+        # whether the codebook is initialised, known on the host once the buffer says so (not read
+        # from the device each step); forgotten when a state is loaded
+        self._initialized_on_host = False
+        self.register_load_state_dict_post_hook(VQVAE._forget_initialized)
+
+    @staticmethod
+    def _forget_initialized(module: "VQVAE", incompatible_keys) -> None:
+        module._initialized_on_host = False
+
+    def _codebook_initialized(self) -> bool:
+        """Whether the codebook was initialised from data: the buffer ``initialized``, read from
+        the device until it says yes (at most once after construction or loading)."""
+        if not self._initialized_on_host:
+            self._initialized_on_host = bool(self.initialized)
+        return self._initialized_on_host
 
     @property
     def data_support(self) -> str:
@@ -225,12 +240,14 @@ class VQVAE(LatentVariableModel):
         self.ema_sum.copy_(self.codebook)
         self.ema_count.fill_(1.0)
         self.initialized.fill_(True)
+        self._initialized_on_host = True
 
     @torch.no_grad()
     def _ema_update(self, z_e: torch.Tensor, idx: torch.Tensor) -> None:
         c = self.config
         flat, idx = z_e.reshape(-1, c.code_dim), idx.reshape(-1)
-        counts = torch.bincount(idx, minlength=c.codebook_size).to(flat.dtype)
+        # (bincount would read the largest index on the host: a synchronisation on a GPU)
+        counts = torch.zeros_like(self.ema_count).index_add_(0, idx, torch.ones_like(idx, dtype=flat.dtype))
         sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
         self.ema_count.mul_(c.ema_decay).add_(counts, alpha=1 - c.ema_decay)
         self.ema_sum.mul_(c.ema_decay).add_(sums, alpha=1 - c.ema_decay)
@@ -264,7 +281,7 @@ class VQVAE(LatentVariableModel):
 
     def guide(self, x, *, data_size=None, num_samples=None):
         z_e = self.encoder_output(x)
-        if self.training and not self.initialized:
+        if self.training and not self._codebook_initialized():
             self._init_codebook(z_e)
         idx = self.nearest(z_e)
         z_q = self.codebook[idx]

@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 from pyro.infer import Trace_ELBO
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.util import is_identically_zero
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
@@ -30,14 +32,50 @@ from pyro_lvm.objectives.traces import sample_sites, site_log_prob, trace_pair
 
 
 def _pyro_particle_terms(pyro_elbo, model_trace, guide_trace, num_particles: int):
-    """Pyro's per-particle loss and surrogate (``Trace_ELBO``, ``TraceMeanField_ELBO``) on traces
-    already recorded: score-function terms, Rao-Blackwellized over plates, analytic KLs."""
+    """Pyro's per-particle loss and surrogate (``TraceMeanField_ELBO``) on traces already
+    recorded: score-function terms, Rao-Blackwellized over plates, analytic KLs."""
     model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
     model_trace.compute_log_prob()
     guide_trace.compute_score_parts()
     loss, surrogate = pyro_elbo._differentiable_loss_particle(model_trace, guide_trace)
     loss = torch.as_tensor(loss, dtype=surrogate.dtype, device=surrogate.device)
     return loss / num_particles, surrogate / num_particles
+
+
+def score_function_terms_from_traces(model_trace, guide_trace, num_particles: int = 1):
+    r"""``Trace_ELBO``'s loss and surrogate on traces with guide sites that have no ``rsample``:
+
+    .. math::
+
+        \text{loss} = -\Big(\sum_{\text{model}} \log p - \sum_{\text{guide}} \log q\Big), \qquad
+        \text{surrogate} = -\Big(\sum_{\text{model}} \log p - \sum_{s\,\text{reparam.}} \log q_s
+        + \sum_{s\,\text{not}} \bar{r}_s \log q_s\Big),
+
+    each term scaled and summed over its site; the score :math:`\log q_s` of a site without
+    ``rsample`` is weighted by :math:`\bar{r}_s`, the detached :math:`\log p - \log q` of all the
+    sites summed down to the plates of :math:`s` (Pyro's ``score_parts`` and ``_compute_log_r``).
+    These are ``Trace_ELBO._differentiable_loss_particle``'s numbers, except that the loss stays a
+    tensor: Pyro adds it up site by site as Python numbers (``torch_item``), a host
+    synchronisation per site and step.
+    """
+    model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_score_parts()
+    elbo = surrogate = 0.0
+    for site in sample_sites(model_trace).values():
+        elbo = elbo + site["log_prob_sum"].detach()
+        surrogate = surrogate + site["log_prob_sum"]
+    log_r = None
+    for site in sample_sites(guide_trace).values():
+        _, score_function_term, entropy_term = site["score_parts"]
+        elbo = elbo - site["log_prob_sum"].detach()
+        if not is_identically_zero(entropy_term):
+            surrogate = surrogate - entropy_term.sum()
+        if not is_identically_zero(score_function_term):
+            if log_r is None:
+                log_r = _compute_log_r(model_trace, guide_trace)
+            surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score_function_term).sum()
+    return -elbo / num_particles, -surrogate / num_particles
 
 
 def elbo_terms_from_traces(model_trace, guide_trace, num_particles: int = 1, analytic_kl: bool = False):
@@ -124,5 +162,8 @@ class ELBO(Objective):
         if all(s["fn"].has_rsample for s in sample_sites(guide_trace).values()):
             loss = elbo_terms_from_traces(model_trace, guide_trace, self.num_particles, self.analytic_kl)
             return LossTerms(loss.detach(), loss)
-        # a site scored by its score function, or closed-form KLs: Pyro's estimator on these traces
+        # a site scored by its score function: Trace_ELBO's estimator on these traces (Pyro's own
+        # where KLs are closed-form)
+        if not self.analytic_kl:
+            return LossTerms(*score_function_terms_from_traces(model_trace, guide_trace, self.num_particles))
         return LossTerms(*_pyro_particle_terms(self._elbo, model_trace, guide_trace, self.num_particles))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
+import numpy as np
 import torch
 from pyro.poutine.messenger import Messenger
 
@@ -35,7 +36,14 @@ def _times(weight, scale):
     then agree bit for bit."""
     if isinstance(weight, torch.Tensor) or isinstance(scale, torch.Tensor):
         return weight * scale
-    return torch.tensor(weight, dtype=torch.get_default_dtype()).mul(scale).item()
+    rounded = _HOST_FLOATS.get(torch.get_default_dtype())
+    if rounded is None:
+        return torch.tensor(weight, dtype=torch.get_default_dtype()).mul(scale).item()
+    return float(rounded(weight) * rounded(scale))  # numbers on the host, no tensor to read back
+
+
+#: the host's numbers in torch's default float dtypes (products rounded as torch rounds them)
+_HOST_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def weight_latents(fn, weight: Union[float, torch.Tensor]):
