@@ -349,7 +349,11 @@ class Trainer:
 
         With several processes ``x`` is this process's shard of a global minibatch of
         ``global_size`` points; gradients and loss are combined across processes with weights
-        ``len(x) / global_size`` (see :mod:`pyro_lvm.distributed`)."""
+        ``len(x) / global_size`` (see :mod:`pyro_lvm.distributed`).
+
+        For a model with :meth:`~pyro_lvm.base.LatentVariableModel.row_widths` (the sentence
+        models), ``x`` is taken as it comes, as :meth:`fit` cuts it to its widest row (a
+        minibatch with more padding gives the same step, in more time)."""
         self.model.set_step(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         if self._averager is not None:  # buckets of gradients all-reduced while backward runs
