@@ -112,24 +112,16 @@ def main():
               "textvae": TextVAE(vocab_size=vocab, encoder_hidden_dim=args.hidden_dim, **sizes)}
     objective = ELBO()
     steps = {}
-    opt = adam(plain.parameters(), 1e-3)  # the optimizer pyro_lvm's Trainer uses
+    for name, net in (("plain", plain), ("plain textvae", plain_vae)):
+        o = adam(net.parameters(), 1e-3)  # the optimizer pyro_lvm's Trainer uses
 
-    def plain_step(x):
-        loss = plain.loss(x, n)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        def plain_step(x, net=net, o=o):
+            loss = net.loss(x, n)
+            o.zero_grad()
+            loss.backward()
+            o.step()
 
-    steps["plain"] = plain_step
-    opt_vae = adam(plain_vae.parameters(), 1e-3)
-
-    def plain_vae_step(x):
-        loss = plain_vae.loss(x, n)
-        opt_vae.zero_grad()
-        loss.backward()
-        opt_vae.step()
-
-    steps["plain textvae"] = plain_vae_step
+        steps[name] = plain_step
     for name, m in models.items():
         o = adam(m.parameters(), 1e-3)
 
