@@ -309,6 +309,13 @@ class LatentVariableModel(PyroModule):
         :meth:`set_step` fills), which the replay reads."""
         return self.not_traceable
 
+    @property
+    def not_recordable_yet(self) -> Optional[str]:
+        """Why a training step cannot be recorded *now*, though it can once the first steps have
+        set some state up (the VQ-VAE's codebook, initialised from the first training batch), or
+        ``None``: the steps run eagerly while it says why, and are recorded after."""
+        return None
+
     def collect_state(self) -> None:
         """Called by the trainer before a checkpoint: bring state that an objective keeps outside
         the model (in Pyro's param store) into its buffers; no-op here."""

@@ -47,6 +47,7 @@ the default), ``"fx"`` (the graph's Python code) or a ``torch.compile`` mode
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -150,6 +151,21 @@ def _set_rng_states(states, device: torch.device) -> None:
         torch.cuda.set_rng_state(states[1], device)
 
 
+@contextlib.contextmanager
+def _undone(model: Optional[nn.Module], device: torch.device):
+    """Run a graph once without effect: the random draws, and the updates of the model's buffers
+    (moving averages) that it makes, are undone at the end."""
+    rng = _rng_states(device)
+    buffers = [] if model is None else [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        _set_rng_states(rng, device)
+        with torch.no_grad():
+            for b, before in zip(model.buffers() if model is not None else (), buffers):
+                b.copy_(before)
+
+
 class TracedLoss:
     """The loss of ``model`` under ``objective`` on minibatches, recorded once per input shape
     and replayed (see the module's text).
@@ -206,13 +222,12 @@ class TracedLoss:
         if self.engine == "fx":
             return gm
         if self.engine == "jit":
-            rng = _rng_states(inputs[-1].device)  # tracing runs the graph once: its draws are undone
-            try:
-                with warnings.catch_warnings(), torch.no_grad():
-                    warnings.simplefilter("ignore")  # torch.jit's deprecation notice
-                    scripted = torch.jit.trace(gm, inputs, check_trace=False)
-            finally:
-                _set_rng_states(rng, inputs[-1].device)
+            # tracing runs the graph once: on copies of the state (whose buffers it may update, as
+            # moving averages), with its random draws undone
+            copies = tuple(t.detach().clone() if isinstance(t, torch.Tensor) else t for t in inputs)
+            with _undone(None, inputs[-1].device), warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+                scripted = torch.jit.trace(gm, copies, check_trace=False)
 
             def run(*args):
                 # the interpreter alone: the operations and their gradients by autograd, as in
@@ -231,7 +246,13 @@ class TracedLoss:
         The first call for an input shape runs eagerly, with the objective's checks, and
         records the graph; the graph is kept only if, run on the same noise, it gives the
         eager loss and gradients (a backward hook or a custom ``autograd.Function``, which a
-        recording cannot hold, would make them differ). Later calls replay it."""
+        recording cannot hold, would make them differ). Later calls replay it. While the model's
+        :attr:`~pyro_lvm.base.LatentVariableModel.not_recordable_yet` gives a reason, every call
+        runs eagerly."""
+        m = self.model
+        if m.not_recordable_yet:  # e.g. state that the first step sets up: eagerly, as Pyro runs it
+            with param_store_registration(False):
+                return self.objective.terms(m.model, m.guide, x, data_size=self._step.data_size, step=step)
         key = (tuple(x.shape), x.dtype, x.device, self.model.training, torch.is_grad_enabled())
         weight = self._weight(self.objective.kl_weight(step), x.device)
         graph = self._graphs.get(key)
@@ -244,12 +265,10 @@ class TracedLoss:
                 outputs = (outputs[0].clone(),) + tuple(outputs[1:])
             return _terms(outputs)
         gm = self._try_to_record(x, weight) if self.failed is None else None
-        rng = _rng_states(x.device)
         replayed = None
-        if gm is not None:  # the graph on the noise that the eager run below draws again
-            replayed = self._gradients(_terms(gm(*self._tensors(), x, weight)))
-            _set_rng_states(rng, x.device)
-        m = self.model
+        if gm is not None:  # the graph on the noise and the buffers that the eager run below sees again
+            with _undone(m, x.device):
+                replayed = self._gradients(_terms(gm(*self._tensors(), x, weight)))
         with param_store_registration(False):
             terms = self.objective.terms(m.model, m.guide, x, data_size=self._step.data_size, step=step)
         if gm is not None:

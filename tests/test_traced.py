@@ -151,6 +151,32 @@ def test_recording_draws_no_random_numbers():
     assert loss.graphs == 1
 
 
+def test_a_step_that_sets_state_up_runs_eagerly_until_the_model_is_ready():
+    """The VQ-VAE initialises its codebook at its first training step (not recordable yet): that
+    step runs eagerly, the next one records, and recording it, checking it and tracing it for
+    the interpreter leave the moving averages as one eager step leaves them."""
+    from pyro_lvm.models import VQVAE
+
+    torch.manual_seed(0)
+    vq = VQVAE(input_dim=6, hidden=(8,), num_latents=2, code_dim=2, codebook_size=4, ema_decay=0.9)
+    twin = VQVAE(input_dim=6, hidden=(8,), num_latents=2, code_dim=2, codebook_size=4, ema_decay=0.9)
+    twin.load_state_dict(vq.state_dict())
+    vq.train(), twin.train()
+    x = torch.rand(10, 6, generator=torch.Generator().manual_seed(0))
+    loss = TracedLoss(vq, ELBO(), data_size=10)
+    assert vq.not_recordable_yet and why_not_traced(vq, ELBO()) is None
+    for step in range(3):
+        torch.manual_seed(step)
+        terms = loss(x)
+        torch.manual_seed(step)
+        eager = ELBO().terms(twin.model, twin.guide, x, data_size=10)
+        assert loss.graphs == min(step, 1) and loss.failed is None
+        assert torch.equal(terms.loss, eager.loss)
+        for (name, b), c in zip(vq.named_buffers(), twin.buffers()):
+            assert torch.equal(b, c), (step, name)
+    assert not vq.not_recordable_yet
+
+
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
 def test_compile_compiles_the_recorded_loss():
     """``--compile`` with a recorded loss compiles the whole loss and its backward (one graph, no

@@ -167,6 +167,14 @@ class VQVAE(LatentVariableModel):
     not_traceable = ("the codebook is initialised from the first training batch and the EMA update "
                      "runs in Python")
 
+    not_recordable = None  # once the codebook is initialised: a fixed computation, EMA update included
+
+    @property
+    def not_recordable_yet(self) -> Optional[str]:
+        if not self._codebook_initialized():
+            return "the codebook is initialised from the first training batch"
+        return None
+
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         c = self.config
@@ -291,7 +299,7 @@ class VQVAE(LatentVariableModel):
                 vq = c.commitment * ((z_e - z_q.detach()) ** 2).sum((-1, -2))
                 if c.ema_decay > 0:
                     if torch.is_grad_enabled():
-                        self._ema_update(z_e, idx)
+                        self._ema_update(z_e.detach(), idx)  # (a recorded step has no no_grad)
                 else:
                     vq = vq + ((z_e.detach() - z_q) ** 2).sum((-1, -2))
                 # a factor in the guide adds to log q, i.e. to the loss -ELBO
