@@ -197,6 +197,34 @@ def test_compile_compiles_the_recorded_loss():
         assert torch.allclose(p, q, atol=1e-5), name
 
 
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_compile_keeps_the_moving_averages_a_recorded_step_updates():
+    """A compiled recorded step that updates buffers in place (the VQ-VAE's EMA codebook) updates
+    them as the eager steps do: the codebook and the parameters after 2 epochs agree."""
+    import torch._inductor.config as inductor_config
+
+    from pyro_lvm.models import VQVAE
+
+    def train(compile):
+        torch.manual_seed(0)
+        model = VQVAE(input_dim=6, hidden=(8,), num_latents=2, code_dim=2, codebook_size=4, ema_decay=0.9,
+                      likelihood="bernoulli")
+        trainer = Trainer(model, ELBO(), _data(), config=TrainConfig(epochs=2, batch_size=10, progress=False,
+                                                                     compile=compile))
+        trainer.fit()
+        return trainer
+
+    torch._dynamo.reset()
+    with inductor_config.patch(fallback_random=True):
+        compiled = train("default")
+    eager = train(None)
+    assert compiled.traced.graphs == 1 and compiled.traced.failed is None
+    assert not torch.equal(compiled.model.codebook, VQVAE(input_dim=6, hidden=(8,), num_latents=2, code_dim=2,
+                                                          codebook_size=4, ema_decay=0.9).codebook)
+    for (name, a), b in zip(compiled.model.state_dict().items(), eager.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+
+
 @pytest.mark.cuda
 # warnings stay warnings here: torch 2.11's compiler, given a warning turned into an error, reports
 # "Attempt to trace generator"; a recording that fell back to eager is caught by traced.failed below
