@@ -394,3 +394,25 @@ def test_a_training_step_reads_no_value_on_the_host(model_case, objective_case, 
                     trainer.train_step(x[8:])
                 return
     assert torch.isfinite(loss)
+
+
+@pytest.mark.cuda
+@pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype feature")  # torch's own notice
+@pytest.mark.parametrize("model_case, objective_case", [(m, o) for m, o in PAIRS if host_read(m, o) is None])
+def test_a_training_step_does_not_synchronise_on_cuda(model_case, objective_case):
+    """On a GPU, ``torch.cuda.set_sync_debug_mode("error")`` finds no synchronisation in a training
+    step of a pair that reads nothing on the host (after its first steps), whatever the way."""
+    make_model, make_data = MODEL_CASES[model_case]
+    x = make_data(16).cuda()
+    trainer = Trainer(make_model(), OBJECTIVE_CASES[objective_case][0](), x,
+                      config=TrainConfig(epochs=1, batch_size=8, device="cuda", progress=False))
+    trainer.model.train()
+    with pyro.validation_enabled(False):
+        for _ in range(2):
+            trainer.train_step(x[:8])
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            trainer.train_step(x[8:])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
