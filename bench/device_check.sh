@@ -6,7 +6,10 @@
 #   3. `pyro-lvm train vae` on the GPU, without and with --compile reduce-overhead (steps/s, NLL);
 #   4. the data-parallel check on the CPU: 1 process against torchrun with 2, one thread each,
 #      and bench/ddp_step.py's split of a step (one all-reduce after the backward pass,
-#      buckets overlapped with it, torch's DistributedDataParallel on plain PyTorch).
+#      buckets overlapped with it, torch's DistributedDataParallel on plain PyTorch);
+#   5. other models on the GPU: the VQ-VAE's step recorded against eager
+#      (bench/recorded_vs_eager.py), the sentence models against plain PyTorch
+#      (bench/text_vae_speed.py; needs DATA_DIR/ptb).
 # Each part has its own time limit, and a failing part does not stop the next; logs go to OUT.
 #
 #   bash bench/device_check.sh DATA_DIR OUT_DIR
@@ -28,7 +31,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv |
 python3 -c "import torch, pyro, pyro_lvm; print('torch', torch.__version__, 'pyro', pyro.__version__, \
 'cpus', torch.get_num_threads(), torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
-PARTS=${PARTS:-tests bench cli ddp}
+PARTS=${PARTS:-tests bench cli ddp models}
 section() { echo; echo "=== $1 ($(date +%T))"; }
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 
@@ -69,6 +72,14 @@ timeout 70 python3 -m pyro_lvm train vae --dataset binarized_mnist --data-dir "$
 timeout 70 torchrun --standalone --nproc_per_node 2 -m pyro_lvm train vae --dataset binarized_mnist --data-dir "$DATA" \
     --epochs 2 --batch-size 100 --eval-particles 100 --no-progress --no-figures --out "$RUNS/cpu2" \
     > "$OUT/cli_cpu2.log" 2>&1 || { echo "cpu2 failed:"; tail -5 "$OUT/cli_cpu2.log"; }
+fi
+
+if want models; then
+section "5. other models on the GPU"
+timeout "${T_MODELS:-150}" python3 bench/recorded_vs_eager.py --data-dir "$DATA" --device cuda --model vqvae \
+    --option likelihood=bernoulli 2>&1 | tee "$OUT/vqvae.log" | tail -2
+timeout "${T_MODELS:-150}" python3 bench/text_vae_speed.py --data-dir "$DATA" --device cuda --repeats 3 2>&1 \
+    | tee "$OUT/text.log" | tail -6
 fi
 
 want cli || want ddp || exit 0

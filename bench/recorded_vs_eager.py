@@ -6,6 +6,7 @@ alternation, ``--repeats`` times; the rate is taken over the second epoch (the f
 the graphs and checks them against eager steps), and the medians are printed with their ratio::
 
     python bench/recorded_vs_eager.py --data-dir ../shared/data --model vqvae --option likelihood=bernoulli
+    python bench/recorded_vs_eager.py --data-dir ../shared/data --model vqvae --option likelihood=bernoulli --device cuda
     python bench/recorded_vs_eager.py --data-dir ../shared/data --model vqvae --option likelihood=bernoulli \\
         --option hidden=16 --option num_latents=2 --option code_dim=4 --option codebook_size=16 --batch-size 8
 """
@@ -45,6 +46,7 @@ def main():
     p.add_argument("--rows", type=int, default=6000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="e.g. cuda")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x = load_dataset(args.dataset, args.data_dir).train[:args.rows]
@@ -56,7 +58,8 @@ def main():
             torch.manual_seed(0)
             model = MODELS.get(args.model)(input_dim=x.shape[1], **options)
             trainer = Trainer(model, OBJECTIVES.get(args.objective)(), x,
-                              config=TrainConfig(epochs=2, batch_size=args.batch_size, progress=False, trace=trace))
+                              config=TrainConfig(epochs=2, batch_size=args.batch_size, progress=False, trace=trace,
+                                                 device=args.device))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 trainer.fit()
@@ -65,7 +68,8 @@ def main():
             if trace and trainer.traced is None:
                 raise SystemExit(f"not recorded: {trainer.not_traced}")
     med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
-    print(f"torch {torch.__version__}, threads {args.threads}, {args.dataset} ({args.rows} rows), model {args.model} "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"threads {args.threads}"
+    print(f"torch {torch.__version__}, {where}, {args.dataset} ({args.rows} rows), model {args.model} "
           f"{options}, objective {args.objective}, batch {args.batch_size}; second epoch, median of {args.repeats}")
     print(f"recorded {med[True]:.1f} steps/s, eager {med[False]:.1f} steps/s, recorded/eager {med[True] / med[False]:.2f}")
 

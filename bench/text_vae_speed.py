@@ -14,7 +14,7 @@ plain PyTorch:
   ELBO with log p(z) - log q(z) at the sample, as objective ``elbo`` has it);
 * ``textvae``: pyro_lvm's sentence VAE, same sizes, through ``elbo``.
 
-    python bench/text_vae_speed.py --data-dir ../shared/data
+    python bench/text_vae_speed.py --data-dir ../shared/data [--device cuda]
 """
 
 import argparse
@@ -65,7 +65,7 @@ class PlainTextVAE(nn.Module):
         x = x[:, : int(lengths(x).max())]
         b, t = x.shape
         states, _ = self.encoder(self.encoder_embed(x))
-        h = states[torch.arange(b), lengths(x) - 1]
+        h = states[torch.arange(b, device=x.device), lengths(x) - 1]
         loc, raw = self.to_posterior(h).chunk(2, -1)
         scale = F.softplus(raw) + self.min_scale
         eps = torch.randn_like(loc)
@@ -83,12 +83,14 @@ class PlainTextVAE(nn.Module):
         return (nll - log_p_z + log_q).sum() * (n_data / b)
 
 
-def run(step, batches, data):
+def run(step, batches, data, token_counts):
+    """Tokens per second of ``step`` over ``batches`` (on a GPU: until its work is done)."""
     tokens, start = 0, time.perf_counter()
     for b in batches:
-        x = data[b]
-        step(x)
-        tokens += int(lengths(x).sum())
+        step(data[b])
+        tokens += int(token_counts[b].sum())  # counted on the host
+    if data.is_cuda:
+        torch.cuda.synchronize(data.device)
     return tokens / (time.perf_counter() - start)
 
 
@@ -100,6 +102,7 @@ def main():
     p.add_argument("--hidden-dim", type=int, default=128)
     p.add_argument("--steps", type=int, default=100, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="e.g. cuda")
     args = p.parse_args()
     data = load_dataset("ptb", args.data_dir)
     n, vocab = data.train.shape[0], len(data.vocab)
@@ -110,6 +113,9 @@ def main():
     plain_vae = PlainTextVAE(vocab, args.embed_dim, args.hidden_dim, args.hidden_dim, TextVAE.Config.latent_dim)
     models = {"lstmlm": LSTMLM(vocab_size=vocab, **sizes),
               "textvae": TextVAE(vocab_size=vocab, encoder_hidden_dim=args.hidden_dim, **sizes)}
+    device = torch.device(args.device)
+    for net in (plain, plain_vae, *models.values()):  # before their optimizers are made
+        net.to(device)
     objective = ELBO()
     steps = {}
     for name, net in (("plain", plain), ("plain textvae", plain_vae)):
@@ -134,17 +140,19 @@ def main():
             o.step()
 
         steps[name] = step
+    train, token_counts = data.train.to(device), lengths(data.train)
     g = torch.Generator().manual_seed(0)
     batches = data.batch_order(n, args.batch_size, g)
     rates = {k: [] for k in steps}
     for name, step in steps.items():  # warm up
-        run(step, batches[:5], data.train)
+        run(step, batches[:5], train, token_counts)
     for rep in range(args.repeats):
         chunk = batches[rep * args.steps:(rep + 1) * args.steps]
         for name, step in steps.items():
-            rates[name].append(run(step, chunk, data.train))
+            rates[name].append(run(step, chunk, train, token_counts))
     med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
-    print(f"torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}, PTB, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"threads {torch.get_num_threads()}"
+    print(f"torch {torch.__version__}, pyro {pyro.__version__}, {where}, PTB, "
           f"vocab {vocab}, embed {args.embed_dim}, hidden {args.hidden_dim}, batch {args.batch_size}")
     reference = {"plain": "plain", "lstmlm": "plain", "plain textvae": "plain textvae", "textvae": "plain textvae"}
     print(f"{'':14s} {'tokens/s':>10s} {'ratio to its plain PyTorch':>27s}")
