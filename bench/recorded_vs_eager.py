@@ -8,7 +8,7 @@ the graphs and checks them against eager steps), and the medians are printed wit
     python bench/recorded_vs_eager.py --data-dir ../shared/data --model vqvae --option likelihood=bernoulli
     python bench/recorded_vs_eager.py --data-dir ../shared/data --model vqvae --option likelihood=bernoulli --device cuda
     python bench/recorded_vs_eager.py --data-dir ../shared/data --model vqvae --option likelihood=bernoulli \\
-        --option hidden=16 --option num_latents=2 --option code_dim=4 --option codebook_size=16 --batch-size 8
+        --option hidden=[16] --option num_latents=2 --option code_dim=4 --option codebook_size=16 --batch-size 8
 """
 
 import argparse
@@ -41,7 +41,7 @@ def main():
     p.add_argument("--model", default="vqvae", choices=MODELS.names())
     p.add_argument("--objective", default="elbo", choices=OBJECTIVES.names())
     p.add_argument("--option", type=option, action="append", default=[],
-                   help="a model option, name=value (repeat); a list value as 16 or [16, 8]")
+                   help="a model option, name=value (repeat); a list as [16, 8]")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--rows", type=int, default=6000)
     p.add_argument("--repeats", type=int, default=3)
@@ -50,13 +50,12 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     x = load_dataset(args.dataset, args.data_dir).train[:args.rows]
-    options = {k: (tuple(v) if isinstance(v, list) else (v,) if k == "hidden" and isinstance(v, int) else v)
-               for k, v in args.option}
+    options = dict(args.option)
     rates = {True: [], False: []}
     for _ in range(args.repeats):
         for trace in (True, False):
             torch.manual_seed(0)
-            model = MODELS.get(args.model)(input_dim=x.shape[1], **options)
+            model = MODELS.get(args.model).from_config({"input_dim": x.shape[1], **options})
             trainer = Trainer(model, OBJECTIVES.get(args.objective)(), x,
                               config=TrainConfig(epochs=2, batch_size=args.batch_size, progress=False, trace=trace,
                                                  device=args.device))

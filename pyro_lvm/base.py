@@ -112,6 +112,8 @@ class LatentVariableModel(PyroModule):
     #: numbers a model computes per observed value when scoring it (e.g. the
     #: vocabulary size for a softmax output); bounds evaluation chunks' memory.
     evaluation_width: ClassVar[int] = 1
+    #: whether the model is inside :meth:`presized` (set there, on the instance)
+    is_presized: bool = False
     #: the name under which the class is registered (set by the registry).
     registry_name: ClassVar[str] = ""
     #: a KL warm-up for runs of the command line that name no schedule (``--kl-anneal``): the
@@ -288,17 +290,11 @@ class LatentVariableModel(PyroModule):
         """Within this context the model takes each minibatch at the width it is given, already
         cut to its widest row (:meth:`row_widths`), instead of cutting it itself. Only the time a
         step takes depends on it: a minibatch that was not cut gives the same loss."""
-        before = self.__dict__.get("_presized", False)
-        self.__dict__["_presized"] = True
+        before, self.is_presized = self.is_presized, True
         try:
             yield
         finally:
-            self.__dict__["_presized"] = before
-
-    @property
-    def is_presized(self) -> bool:
-        """Whether the model is inside :meth:`presized`."""
-        return self.__dict__.get("_presized", False)
+            self.is_presized = before
 
     @property
     def not_recordable(self) -> Optional[str]:

@@ -152,17 +152,17 @@ def _set_rng_states(states, device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _undone(model: Optional[nn.Module], device: torch.device):
-    """Run a graph once without effect: the random draws, and the updates of the model's buffers
-    (moving averages) that it makes, are undone at the end."""
+def _undone(device: torch.device, buffers: Tuple[torch.Tensor, ...] = ()):
+    """Run a graph once without effect: its random draws on ``device``, and its in-place updates
+    of ``buffers`` (moving averages), are undone at the end."""
     rng = _rng_states(device)
-    buffers = [] if model is None else [b.clone() for b in model.buffers()]
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
         _set_rng_states(rng, device)
         with torch.no_grad():
-            for b, before in zip(model.buffers() if model is not None else (), buffers):
+            for b, before in zip(buffers, saved):
                 b.copy_(before)
 
 
@@ -225,7 +225,7 @@ class TracedLoss:
             # tracing runs the graph once: on copies of the state (whose buffers it may update, as
             # moving averages), with its random draws undone
             copies = tuple(t.detach().clone() if isinstance(t, torch.Tensor) else t for t in inputs)
-            with _undone(None, inputs[-1].device), warnings.catch_warnings(), torch.no_grad():
+            with _undone(inputs[-1].device), warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # torch.jit's deprecation notice
                 scripted = torch.jit.trace(gm, copies, check_trace=False)
 
@@ -267,7 +267,7 @@ class TracedLoss:
         gm = self._try_to_record(x, weight) if self.failed is None else None
         replayed = None
         if gm is not None:  # the graph on the noise and the buffers that the eager run below sees again
-            with _undone(m, x.device):
+            with _undone(x.device, tuple(m.buffers())):
                 replayed = self._gradients(_terms(gm(*self._tensors(), x, weight)))
         with param_store_registration(False):
             terms = self.objective.terms(m.model, m.guide, x, data_size=self._step.data_size, step=step)
