@@ -9,6 +9,7 @@ milliseconds per step of each part, per process::
     OMP_NUM_THREADS=1 python bench/ddp_step.py --data-dir ../shared/data --shard 50   # one shard alone
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data --torch-ddp
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data --no-reduce
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 bench/ddp_step.py --data-dir ../shared/data --torch-ddp --no-reduce
 
 ``--overlap`` times the Trainer's own all-reduce (:class:`pyro_lvm.distributed.OverlappedAverage`:
 buckets of gradients all-reduced while the backward pass runs; the all-reduce column then holds
@@ -23,7 +24,9 @@ fixed cost per step sets the pace and data parallelism cannot pay.
 shards side by side and never communicate (their parameters drift apart), so
 the speed-up of its whole step over one process's is what a free all-reduce
 would give, with whatever the processes take from each other (cores shared
-with other work, memory bandwidth, a shared cache).
+with other work, memory bandwidth, a shared cache). With ``--torch-ddp`` it runs
+plain PyTorch's steps side by side, without ``DistributedDataParallel``: the
+ceiling of the same maths written by hand.
 """
 
 import argparse
@@ -116,7 +119,7 @@ def torch_ddp(x, args, rank, size):
 
     torch.manual_seed(0)
     net = Loss()
-    wrapped = DistributedDataParallel(net) if size > 1 else net
+    wrapped = DistributedDataParallel(net) if size > 1 and not args.no_reduce else net
     opt = adam(net.parameters(), 1e-3)
     b = args.shard or args.batch_size // size
 
@@ -134,7 +137,8 @@ def torch_ddp(x, args, rank, size):
     for i in range(args.steps):
         step(i)
     total = time.perf_counter() - begin
-    print(f"rank {rank} of {size}, {b} points per step, plain PyTorch{' under DDP' if size > 1 else ''}: "
+    how = " side by side, no all-reduce" if args.no_reduce else " under DDP"
+    print(f"rank {rank} of {size}, {b} points per step, plain PyTorch{how if size > 1 else ''}: "
           f"whole step {total / args.steps * 1e3:.2f} ms", flush=True)
     shutdown()
 
