@@ -21,6 +21,7 @@ import torch
 
 from pyro_lvm.data import DATASETS, DataNotFoundError
 from pyro_lvm.distributed import init_from_environment, is_main, shutdown, world
+from pyro_lvm.models.covariance import COVARIANCES
 from pyro_lvm.nn import parse_hidden
 from pyro_lvm.objectives import OBJECTIVES, SCHEDULES
 from pyro_lvm.objectives.annealing import DEFAULT_ANNEAL_START, DEFAULT_ANNEAL_STEPS
@@ -177,7 +178,7 @@ def _add_gmm_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-file", required=True, help="CSV file with a header row of numeric columns")
     p.add_argument("--columns", type=_columns, default=None, help="columns to use, e.g. a,b (default: all)")
     p.add_argument("--components", type=int, default=3)
-    p.add_argument("--covariance", default="full", choices=("full", "diag", "spherical"))
+    p.add_argument("--covariance", default="full", choices=tuple(COVARIANCES))
     p.add_argument("--method", default="em", choices=("em", "svi", "nuts"))
     p.add_argument("--restarts", type=int, default=5, help="EM k-means++ restarts (EM initializes every method)")
     p.add_argument("--tol", type=float, default=1e-6, help="EM tolerance on the mean log-likelihood")
@@ -309,7 +310,7 @@ def _add_select_parser(sub) -> None:
     p.add_argument("--data-file", required=True)
     p.add_argument("--columns", type=_columns, default=None)
     p.add_argument("--components", type=_int_list, default=list(range(1, 9)), help="e.g. 1..8 (default)")
-    p.add_argument("--covariance", default="full", choices=("full", "diag", "spherical"))
+    p.add_argument("--covariance", default="full", choices=tuple(COVARIANCES))
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--heldout", type=float, default=0.2, help="fraction of rows held out")
     p.add_argument("--seed", type=int, default=0)

@@ -4,12 +4,21 @@ import json
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
 from pyro_lvm.cli import main
 from pyro_lvm.evaluation import elbo_split, log_marginal_likelihood
+from pyro_lvm.distributions import (
+    BernoulliStraightThrough,
+    HardRelaxedBernoulliStraightThrough,
+    HardRelaxedOneHotCategoricalStraightThrough,
+    RelaxedBernoulliCategoricalKL,
+    RelaxedOneHotCategoricalCategoricalKL,
+)
 from pyro_lvm.models import BernVAE, CatVAE
+from pyro_lvm.models.discrete_vae import ESTIMATOR_OBJECTIVES, RELAXED_KL
 from pyro_lvm.objectives import OBJECTIVES, InvalidObjectiveError
 from pyro_lvm.train import TrainConfig, Trainer
 
@@ -53,6 +62,34 @@ def test_enum_objective_is_the_exact_elbo():
     exact_elbo = (q * (log_joint - q.log())).sum()
     loss = OBJECTIVES.get("enum")().terms(m.model, m.guide, x).loss
     assert loss.item() == pytest.approx(-exact_elbo.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("cls", [BernVAE, CatVAE])
+@pytest.mark.parametrize("relaxed_kl", RELAXED_KL)
+@pytest.mark.parametrize("estimator", sorted(ESTIMATOR_OBJECTIVES))
+def test_each_estimator_builds_its_own_guide_site(cls, estimator, relaxed_kl):
+    """The guide's site ``z`` in training: the exact posterior, marked for what scores it, or the
+    estimator's own straight-through or relaxed distribution."""
+    if cls is BernVAE and estimator == "enum":
+        pytest.skip("BernVAE refuses enum")
+    m = cls(input_dim=12, hidden=(16,), estimator=estimator, relaxed_kl=relaxed_kl,
+            **({"latent_dim": 3} if cls is BernVAE else {"num_latents": 1, "num_classes": 4}))
+    site = pyro.poutine.trace(m.guide).get_trace(_binary(5)).nodes["z"]
+    base = site["fn"].base_dist if isinstance(site["fn"], dist.Independent) else site["fn"]
+    expected = {
+        "vimco": (dist.Bernoulli, dist.OneHotCategorical),
+        "reinforce": (dist.Bernoulli, dist.OneHotCategorical),
+        "enum": (None, dist.OneHotCategorical),
+        "st": (BernoulliStraightThrough, dist.OneHotCategoricalStraightThrough),
+        "st-gumbel": (HardRelaxedBernoulliStraightThrough, HardRelaxedOneHotCategoricalStraightThrough),
+        "gumbel": ((RelaxedBernoulliCategoricalKL, dist.RelaxedBernoulli),
+                   (RelaxedOneHotCategoricalCategoricalKL, dist.RelaxedOneHotCategorical)),
+    }[estimator][cls is CatVAE]
+    if estimator == "gumbel":
+        expected = expected[RELAXED_KL.index(relaxed_kl)]
+    assert type(base) is expected
+    assert ("baseline" in site["infer"]) == (estimator == "reinforce")
+    assert (site["infer"].get("enumerate") == "parallel") == (estimator == "enum")
 
 
 @pytest.mark.parametrize("estimator", ["reinforce", "vimco", "st", "gumbel", "st-gumbel"])

@@ -26,6 +26,7 @@ from typing import List, Optional
 import torch
 
 from pyro_lvm.clustering import kmeans_plusplus
+from pyro_lvm.models.covariance import COVARIANCES
 from pyro_lvm.models.gmm import GMM
 
 
@@ -59,21 +60,7 @@ def _m_step(x, resp, covariance: str, reg: float):
     nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
     weights = nk / x.shape[0]
     locs = (resp.T @ x) / nk[:, None]
-    D = x.shape[1]
-    eye = torch.eye(D, dtype=x.dtype, device=x.device)
-    if covariance == "full":
-        covs = []
-        for k in range(resp.shape[1]):
-            diff = x - locs[k]
-            covs.append((resp[:, k:k + 1] * diff).T @ diff / nk[k])
-        cov = torch.stack(covs) + reg * eye
-    else:
-        var = (resp.T @ (x * x)) / nk[:, None] - locs**2
-        var = var.clamp_min(0) + reg
-        if covariance == "spherical":
-            var = var.mean(-1, keepdim=True).expand(-1, D)
-        cov = torch.diag_embed(var)
-    return weights, locs, cov
+    return weights, locs, COVARIANCES[covariance].m_step(x, resp, locs, nk, reg)
 
 
 def _e_step(x, weights, locs, cov):

@@ -30,16 +30,10 @@ from pyro_lvm.models.gmm import GMM
 def _init_values(model: GMM, jitter: float, generator: torch.Generator) -> Dict[str, torch.Tensor]:
     """The EM solution in the Bayesian model's parametrization, means jittered."""
     with torch.no_grad():
-        cov = model.covariances().detach()
-        std = cov.diagonal(dim1=-2, dim2=-1).sqrt()
         noise = torch.randn(model.locs.shape, generator=generator, dtype=model.locs.dtype)
-        values = {"weights": model.weights.detach(),
-                  "locs": model.locs.detach() + jitter * model.data_scale * noise,
-                  "scales": std.mean(-1) if model.config.covariance == "spherical" else std}
-        if model.config.covariance == "full" and model.config.input_dim > 1:
-            corr = cov / (std[..., :, None] * std[..., None, :])
-            values["corr_cholesky"] = torch.linalg.cholesky(corr)
-    return values
+        return {"weights": model.weights.detach(),
+                "locs": model.locs.detach() + jitter * model.data_scale * noise,
+                **model.covariance_structure.initial_values(model.covariances().detach())}
 
 
 def relabel(samples: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -53,13 +47,8 @@ def relabel(samples: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def component_scale_tril(model: GMM, samples: Dict[str, torch.Tensor]) -> torch.Tensor:
-    tau = samples["scales"]
-    D = model.config.input_dim
-    if model.config.covariance == "spherical":
-        return tau[..., None, None] * torch.eye(D, dtype=tau.dtype)
-    if "corr_cholesky" in samples:
-        return tau[..., :, None] * samples["corr_cholesky"]
-    return torch.diag_embed(tau)
+    """The components' Cholesky factors :math:`L_k` of each draw, shape ``(S, K, D, D)``."""
+    return model.covariance_structure.scale_tril_of_draws(samples, model.config.input_dim)
 
 
 def pointwise_log_likelihood(model: GMM, samples: Dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

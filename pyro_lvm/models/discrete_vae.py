@@ -247,22 +247,33 @@ class DiscreteVAE(LatentVariableModel):
 
     def guide(self, x, *, data_size=None, num_samples=None):
         logits = self.encoder_logits(x)
-        estimator = self.config.estimator
-        infer = {}
-        if not self.training or estimator in ("vimco",):
-            q = self._exact(logits)
-        elif estimator == "reinforce":
-            q = self._exact(logits)
-            self._sync_average_baseline(x.shape[0])
-            infer = {"baseline": {"nn_baseline": self.baseline, "nn_baseline_input": x,
-                                  "use_decaying_avg_baseline": True}}
-        elif estimator == "enum":
-            q = self._exact(logits)
-            infer = {"enumerate": "parallel"}
-        else:
-            q = self._estimator_dist(logits)
+        site = self._TRAINING_SITES[self.config.estimator] if self.training else DiscreteVAE._exact_site
+        q, infer = site(self, logits, x)
         with self.data_plate(x.shape[0], data_size, x.device):
             return pyro.sample("z", q, infer=infer)
+
+    # the guide's site z: its distribution given the encoder's logits, and its ``infer``
+    def _exact_site(self, logits, x):
+        """The exact posterior, as scored by VIMCO in training and by every objective in evaluation."""
+        return self._exact(logits), {}
+
+    def _baseline_site(self, logits, x):
+        """The exact posterior with REINFORCE's baselines: the network :math:`b(x)` and a decaying average."""
+        self._sync_average_baseline(x.shape[0])
+        return self._exact(logits), {"baseline": {"nn_baseline": self.baseline, "nn_baseline_input": x,
+                                                  "use_decaying_avg_baseline": True}}
+
+    def _enumerated_site(self, logits, x):
+        """The exact posterior, summed over in parallel by ``TraceEnum_ELBO``."""
+        return self._exact(logits), {"enumerate": "parallel"}
+
+    def _sampled_site(self, logits, x):
+        """The estimator's own distribution, straight-through or relaxed: ``st``, ``gumbel``, ``st-gumbel``."""
+        return self._estimator_dist(logits), {}
+
+    #: estimator -> how the guide builds its site ``z`` in training
+    _TRAINING_SITES = {"vimco": _exact_site, "reinforce": _baseline_site, "enum": _enumerated_site,
+                       "st": _sampled_site, "gumbel": _sampled_site, "st-gumbel": _sampled_site}
 
     #: where Pyro's TraceGraph_ELBO keeps the decaying-average baseline of site ``z``
     _AVERAGE_PARAM = "__baseline_avg_downstream_cost_z"
@@ -340,13 +351,13 @@ class BernVAE(DiscreteVAE):
         return dist.Bernoulli(logits=logits, validate_args=validate).to_event(1)
 
     def _estimator_dist(self, logits):
-        if self.config.estimator == "st":
-            return BernoulliStraightThrough(logits=logits).to_event(1)
-        if self.config.estimator == "gumbel":
-            cls = RelaxedBernoulliCategoricalKL if self.config.relaxed_kl == "categorical" \
-                else dist.RelaxedBernoulli
-            return cls(self.temperature, logits=logits).to_event(1)
-        return HardRelaxedBernoulliStraightThrough(self.temperature, logits=logits).to_event(1)
+        c, t = self.config, self.temperature
+        relaxed = {"categorical": RelaxedBernoulliCategoricalKL,
+                   "concrete": dist.RelaxedBernoulli}[c.relaxed_kl]
+        make = {"st": lambda: BernoulliStraightThrough(logits=logits),
+                "gumbel": lambda: relaxed(t, logits=logits),
+                "st-gumbel": lambda: HardRelaxedBernoulliStraightThrough(t, logits=logits)}
+        return make[c.estimator]().to_event(1)
 
     def _relaxed_prior(self, batch):
         zeros = torch.zeros(batch, self.config.latent_dim, device=self.temperature.device)
@@ -379,14 +390,14 @@ class CatVAE(DiscreteVAE):
         return self._event(dist.OneHotCategorical(logits=logits, validate_args=validate))
 
     def _estimator_dist(self, logits):
-        if self.config.estimator == "st":
-            return self._event(dist.OneHotCategoricalStraightThrough(logits=logits))
-        if self.config.estimator == "gumbel":
-            cls = RelaxedOneHotCategoricalCategoricalKL if self.config.relaxed_kl == "categorical" \
-                else dist.RelaxedOneHotCategorical
-            return self._event(cls(self.temperature, logits=logits, validate_args=False))
-        return self._event(HardRelaxedOneHotCategoricalStraightThrough(self.temperature, logits=logits,
-                                                                       validate_args=False))
+        c, t = self.config, self.temperature
+        relaxed = {"categorical": RelaxedOneHotCategoricalCategoricalKL,
+                   "concrete": dist.RelaxedOneHotCategorical}[c.relaxed_kl]
+        make = {"st": lambda: dist.OneHotCategoricalStraightThrough(logits=logits),
+                "gumbel": lambda: relaxed(t, logits=logits, validate_args=False),
+                "st-gumbel": lambda: HardRelaxedOneHotCategoricalStraightThrough(t, logits=logits,
+                                                                                 validate_args=False)}
+        return self._event(make[c.estimator]())
 
     def _relaxed_prior(self, batch):
         zeros = torch.zeros((batch,) + self.code_shape, device=self.temperature.device)

@@ -40,13 +40,10 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import config_enumerate, infer_discrete
 from torch import nn
-from torch.nn import functional as F
 
 from pyro_lvm.base import LatentVariableModel, batch_size_of
-from pyro_lvm.nn.functional import inverse_softplus
+from pyro_lvm.models.covariance import COVARIANCES, CovarianceStructure
 from pyro_lvm.registry import MODELS
-
-COVARIANCES = ("full", "diag", "spherical")
 
 
 @dataclass
@@ -75,7 +72,7 @@ class GMMConfig:
         if self.input_dim < 1 or self.components < 1:
             raise ValueError("input_dim and components must be positive")
         if self.covariance not in COVARIANCES:
-            raise ValueError(f"covariance must be one of {COVARIANCES}, got {self.covariance!r}")
+            raise ValueError(f"covariance must be one of {tuple(COVARIANCES)}, got {self.covariance!r}")
         if not self.reg_covar >= 0:
             raise ValueError("reg_covar must be non-negative")
         for name in ("weight_concentration", "mean_prior_scale", "lkj_concentration"):
@@ -113,14 +110,7 @@ class GMM(LatentVariableModel):
         K, D = self.config.components, self.config.input_dim
         self.weight_logits = nn.Parameter(torch.zeros(K))
         self.locs = nn.Parameter(torch.randn(K, D))
-        if self.config.covariance == "full":
-            raw = torch.zeros(K, D, D)
-            raw.diagonal(dim1=-2, dim2=-1).fill_(inverse_softplus(torch.tensor(1.0)).item())
-            self.raw_scale = nn.Parameter(raw)
-        elif self.config.covariance == "diag":
-            self.raw_scale = nn.Parameter(torch.zeros(K, D))
-        else:
-            self.raw_scale = nn.Parameter(torch.zeros(K))
+        self.raw_scale = nn.Parameter(self.covariance_structure.raw_init(K, D))
         self.register_buffer("data_loc", torch.zeros(D))
         self.register_buffer("data_scale", torch.ones(D))
 
@@ -131,21 +121,22 @@ class GMM(LatentVariableModel):
 
     # --------------------------------------------------------------- globals
     @property
+    def covariance_structure(self) -> CovarianceStructure:
+        """The structure of the covariances (:mod:`pyro_lvm.models.covariance`)."""
+        return COVARIANCES[self.config.covariance]
+
+    @property
+    def _floor(self) -> float:
+        r"""The floor :math:`\sqrt{r}` added to every standard deviation."""
+        return math.sqrt(self.config.reg_covar) if self.config.reg_covar > 0 else 0.0
+
+    @property
     def weights(self) -> torch.Tensor:
         return torch.softmax(self.weight_logits, -1)
 
     def scale_tril(self) -> torch.Tensor:
         """Cholesky factors :math:`L_k` of the covariances, shape ``(K, D, D)``."""
-        K, D = self.config.components, self.config.input_dim
-        floor = math.sqrt(self.config.reg_covar) if self.config.reg_covar > 0 else 0.0
-        if self.config.covariance == "full":
-            raw = self.raw_scale
-            diag = F.softplus(raw.diagonal(dim1=-2, dim2=-1)) + floor
-            return raw.tril(-1) + torch.diag_embed(diag)
-        if self.config.covariance == "diag":
-            return torch.diag_embed(self.raw_scale.exp() + floor)
-        eye = torch.eye(D, dtype=self.raw_scale.dtype, device=self.raw_scale.device)
-        return (self.raw_scale.exp() + floor)[:, None, None] * eye.expand(K, D, D)
+        return self.covariance_structure.scale_tril(self.raw_scale, self._floor, self.config.input_dim)
 
     def covariances(self) -> torch.Tensor:
         L = self.scale_tril()
@@ -157,15 +148,7 @@ class GMM(LatentVariableModel):
         dtype = self.locs.dtype
         self.weight_logits.copy_(weights.clamp_min(1e-300).log().to(dtype))
         self.locs.copy_(locs.to(dtype))
-        floor = self.config.reg_covar
-        if self.config.covariance == "full":
-            L = torch.linalg.cholesky(covariances.to(dtype))
-            diag = (L.diagonal(dim1=-2, dim2=-1) - math.sqrt(floor)).clamp_min(1e-12)
-            self.raw_scale.copy_(L.tril(-1) + torch.diag_embed(inverse_softplus(diag)))
-        else:
-            var = covariances.diagonal(dim1=-2, dim2=-1).to(dtype)
-            std = (var.sqrt() - math.sqrt(floor)).clamp_min(1e-12)
-            self.raw_scale.copy_(std.log() if self.config.covariance == "diag" else std.mean(-1).log())
+        self.raw_scale.copy_(self.covariance_structure.raw_from(covariances.to(dtype), self._floor))
 
     @torch.no_grad()
     def set_data_scale(self, x: torch.Tensor) -> None:
@@ -231,24 +214,13 @@ class GMM(LatentVariableModel):
     def sample_globals(self):
         """Sample :math:`w, \\mu, L` from their priors (inside a model)."""
         c = self.config
-        K, D = c.components, c.input_dim
+        K = c.components
         loc, scale = self.data_loc, self.data_scale
         w = pyro.sample("weights", dist.Dirichlet(torch.full((K,), c.weight_concentration,
                                                              dtype=loc.dtype, device=loc.device)))
         with pyro.plate("components", K, dim=-1):
             mu = pyro.sample("locs", dist.Normal(loc, c.mean_prior_scale * scale).to_event(1))
-            if c.covariance == "spherical":
-                tau = pyro.sample("scales", dist.LogNormal(scale.log().mean(), 1.0))
-                L = tau[..., None, None] * torch.eye(D, dtype=loc.dtype, device=loc.device)
-            else:
-                tau = pyro.sample("scales", dist.LogNormal(scale.log(), 1.0).to_event(1))
-                if c.covariance == "full" and D > 1:
-                    omega = pyro.sample("corr_cholesky",
-                                        dist.LKJCholesky(D, torch.tensor(c.lkj_concentration, dtype=loc.dtype,
-                                                                         device=loc.device)))
-                    L = tau[..., :, None] * omega
-                else:
-                    L = torch.diag_embed(tau)
+            L = self.covariance_structure.sample_scale_tril(loc, scale, c.lkj_concentration)
         return w, mu, L
 
     @config_enumerate
