@@ -104,6 +104,23 @@ def test_embedded_dataset_is_real_binarized_mnist():
     assert d.image_shape == (28, 28)
 
 
+def test_the_embedded_file_is_remade_from_the_full_data_set(data_dir, tmp_path, monkeypatch):
+    """make_embedded, as the package's file was made: the same rows of the real data set."""
+    from importlib import resources
+
+    from pyro_lvm.data.datasets import EMBEDDED_FILE, make_embedded
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    out = tmp_path / "remade.npz"
+    make_embedded(data_dir, out)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["remade.npz"]  # no stray temporary
+    shipped = resources.files("pyro_lvm.data").joinpath("embedded", EMBEDDED_FILE)
+    with np.load(out) as remade, shipped.open("rb") as f, np.load(f) as packaged:
+        assert sorted(remade.files) == sorted(packaged.files)
+        for name in packaged.files:
+            assert np.array_equal(remade[name], packaged[name]), name
+
+
 def test_binarized_mnist_from_data_dir(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cold parse, then the cache
     for _ in range(2):

@@ -15,6 +15,7 @@ import torch
 from pyro_lvm.data.directory import resolve_data_dir
 from pyro_lvm.data.download import RemoteFile, load_array
 from pyro_lvm.data.formats import parse_amat_binary, parse_idx
+from pyro_lvm.files import atomic_write
 from pyro_lvm.registry import Registry
 
 #: Every data set, by name.
@@ -246,7 +247,8 @@ def make_embedded(data_dir, out: Path, sizes=(5000, 1000, 1000), seed: int = 0) 
         x = getattr(full, name).numpy().astype(np.uint8)
         idx = np.sort(rng.choice(x.shape[0], size=n, replace=False))
         arrays[name] = np.packbits(x[idx], axis=1)
-    np.savez_compressed(out, dim=np.int64(full.input_dim), **arrays)
+    with atomic_write(out, "wb") as f:  # a file object: numpy adds no ".npz" to the name
+        np.savez_compressed(f, dim=np.int64(full.input_dim), **arrays)
 
 
 def load_dataset(name: str, data_dir=None, download: bool = True, **options: Any) -> DataSplits:
