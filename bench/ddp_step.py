@@ -30,6 +30,7 @@ ceiling of the same maths written by hand.
 """
 
 import argparse
+import sys
 import time
 
 import pyro
@@ -40,6 +41,12 @@ from pyro_lvm.distributed import OverlappedAverage, average_gradients, init_from
 from pyro_lvm.models import VAE
 from pyro_lvm.objectives import ELBO
 from pyro_lvm.train import TrainConfig, Trainer
+
+
+def report(line: str) -> None:
+    """Print one line in one write, so that the processes' lines never run into each other."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def main():
@@ -97,8 +104,7 @@ def main():
         total = time.perf_counter() - begin
     ms = {k: round(v / args.steps * 1e3, 2) for k, v in parts.items()}
     how = " (overlapped)" if averager is not None else " (no all-reduce)" if size > 1 and not reduce else ""
-    print(f"rank {rank} of {size}, {b} points per step{how}: {ms} ms; whole step {total / args.steps * 1e3:.2f} ms",
-          flush=True)
+    report(f"rank {rank} of {size}, {b} points per step{how}: {ms} ms; whole step {total / args.steps * 1e3:.2f} ms")
     shutdown()
 
 
@@ -138,8 +144,8 @@ def torch_ddp(x, args, rank, size):
         step(i)
     total = time.perf_counter() - begin
     how = " side by side, no all-reduce" if args.no_reduce else " under DDP"
-    print(f"rank {rank} of {size}, {b} points per step, plain PyTorch{how if size > 1 else ''}: "
-          f"whole step {total / args.steps * 1e3:.2f} ms", flush=True)
+    report(f"rank {rank} of {size}, {b} points per step, plain PyTorch{how if size > 1 else ''}: "
+           f"whole step {total / args.steps * 1e3:.2f} ms")
     shutdown()
 
 

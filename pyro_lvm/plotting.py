@@ -207,6 +207,28 @@ def selection_curve(ks: Sequence[int], bic: Sequence[float], heldout: Sequence[f
     return save_figure(fig, path)
 
 
+def covariance_spectrum(data: np.ndarray, models: Dict[str, np.ndarray], path, latent_dim: Optional[int] = None,
+                        top: int = 100) -> Path:
+    """The ``top`` largest eigenvalues of the data's covariance (dots) and of each model's
+    covariance (lines, one per entry of ``models``), on a log scale; a dashed line marks
+    ``latent_dim``, after which a probabilistic PCA holds one variance."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    shown = min(top, len(data))
+    index = np.arange(1, shown + 1)
+    ax.semilogy(index, np.sort(data)[::-1][:shown], "o", ms=3, color="k", label="data")
+    for i, (name, values) in enumerate(models.items()):
+        ax.semilogy(index, np.sort(values)[::-1][:shown], "-", drawstyle="steps-mid", color=f"C{i}", label=name)
+    if latent_dim is not None:
+        ax.axvline(latent_dim + 0.5, color="gray", ls="--", lw=0.8, label=f"d = {latent_dim}")
+    ax.set_xlabel("eigenvalue rank")
+    ax.set_ylabel("variance")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def predictive_check(check: Dict[str, Any], path, image_shape: Optional[Tuple[int, int]] = None,
                      title: str = "posterior predictive check") -> Path:
     """The statistics of the data against those of its replicates (one panel each).

@@ -21,7 +21,7 @@ NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 #: (script, processes, tiny-budget arguments, pattern whose groups are the numbers it prints)
 TINY = [
     ("ddp_step.py", 1, ["--data-dir", DATA, "--steps", "3"], r"whole step " + NUMBER + " ms"),
-    ("ddp_step.py", 2, ["--data-dir", DATA, "--steps", "3", "--overlap"], r"\(overlapped\).*whole step " + NUMBER),
+    ("ddp_step.py", 2, ["--data-dir", DATA, "--steps", "3", "--overlap"], r"\(overlapped\).*?whole step " + NUMBER),
     ("ddp_step.py", 2, ["--data-dir", DATA, "--steps", "3", "--torch-ddp", "--no-reduce"],
      r"plain PyTorch side by side, no all-reduce: whole step " + NUMBER),
     ("step_parts.py", 1, ["--data-dir", DATA, "--steps", "3", "--repeats", "1"],

@@ -300,3 +300,50 @@ def test_the_lean_standard_normal_is_normal_0_1_bit_for_bit():
     assert lean.sample([3]).shape == (3, 7, 4) and lean.batch_shape == (7,)
     with pytest.raises(ValueError):
         StandardNormal(torch.empty(2), validate_args=True).log_prob(torch.tensor([0.0, float("nan")]))
+
+
+@pytest.mark.parametrize("latent_dim", [1, 3])
+def test_ppca_maximum_likelihood_is_a_stationary_point_above_any_other_fit(latent_dim):
+    """The closed form maximizes the exact log-likelihood: zero gradient there, the data's top
+    eigenvalues kept, the others averaged, and no perturbation or gradient fit does better."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+    m = PPCA(input_dim=6, latent_dim=latent_dim).double()
+    m.set_maximum_likelihood(x)
+    best = m.log_marginal(x).mean()
+    params = [m.loading.weight, m.loading.bias, m.log_noise]
+    for grad in torch.autograd.grad(best, params):
+        assert grad.abs().max() < 1e-9
+    data = torch.linalg.eigvalsh(torch.cov(x.T, correction=0)).flip(0)
+    fitted = torch.linalg.eigvalsh(m.marginal().covariance_matrix).flip(0)
+    torch.testing.assert_close(fitted[:latent_dim], data[:latent_dim])
+    torch.testing.assert_close(fitted[latent_dim:], data[latent_dim:].mean().expand(6 - latent_dim))
+    torch.testing.assert_close(m.exact_posterior(x).loc, m.encode(x).loc)  # the guide is exact
+    with torch.no_grad():
+        for _ in range(5):
+            for p in params:
+                p.add_(1e-2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+            assert m.log_marginal(x).mean() < best
+            m.set_maximum_likelihood(x)
+    other = PPCA(input_dim=6, latent_dim=latent_dim).double()  # fitted by gradient ascent instead
+    opt = torch.optim.LBFGS([other.loading.weight, other.loading.bias, other.log_noise], max_iter=500,
+                            tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = -other.log_marginal(x).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    reached = other.log_marginal(x).mean().item()
+    assert reached <= best.item() + 1e-9 and reached == pytest.approx(best.item(), abs=1e-6)
+
+
+def test_ppca_maximum_likelihood_refuses_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="rows of 4 values"):
+        PPCA(input_dim=4, latent_dim=2).set_maximum_likelihood(torch.randn(10, 3))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        PPCA(input_dim=4, latent_dim=2).set_maximum_likelihood(torch.randn(1, 4))
+    with pytest.raises(ValueError, match="latent_dim < input_dim"):
+        PPCA(input_dim=4, latent_dim=4).set_maximum_likelihood(torch.randn(10, 4))

@@ -26,6 +26,7 @@ TINY = {
     "cvae.py": ["--epochs", "1", "--hidden", "32", "--latent-dim", "4", "--eval-particles", "2", "--classifier-steps",
                 "20", "--samples-per-class", "5", "--batch-size", "1000"],
     "discrete_vae.py": ["--epochs", "1", "--hidden", "32", "--estimator", "st-gumbel", "--eval-particles", "5"],
+    "ppca.py": ["--epochs", "1", "--latent-dim", "4", "--eval-particles", "5"],
 }
 
 

@@ -153,6 +153,57 @@ class PPCA(LatentVariableModel):
         raw = L.tril(-1) + torch.diag_embed(inverse_softplus(L.diagonal() - 1e-5))
         self.guide_tril.copy_(raw)
 
+    @torch.no_grad()
+    def set_maximum_likelihood(self, x: torch.Tensor) -> None:
+        r"""Set :math:`W, b, \sigma` to the maximum-likelihood solution on the rows of ``x``, in
+        closed form (Tipping & Bishop 1999, eqs. 7 and 8), and the guide to its exact posterior.
+
+        With :math:`S = \frac1N \sum_n (x_n - \bar x)(x_n - \bar x)^\top` and its eigenvalues
+        :math:`\lambda_1 \ge \dots \ge \lambda_D` (eigenvectors :math:`U`):
+
+        .. math::
+
+            b = \bar x, \qquad
+            \sigma^2 = \frac{1}{D - d} \sum_{j > d} \lambda_j, \qquad
+            W = U_d\, (\Lambda_d - \sigma^2 I)^{1/2},
+
+        so that the model's covariance :math:`WW^\top + \sigma^2 I` keeps the :math:`d` largest
+        eigenvalues of :math:`S` and sets the others to their mean. (:math:`W` is defined up to a
+        rotation of :math:`z`; this is the one with orthogonal columns.) Needs :math:`d < D` and
+        :math:`N \ge 2`; the arithmetic is in float64 whatever the model's dtype.
+
+        .. doctest::
+
+            >>> import torch
+            >>> from pyro_lvm.models import PPCA
+            >>> x = torch.randn(500, 3) @ torch.tensor([[3.0, 0, 0], [1, 1, 0], [0, 0, 0.5]])
+            >>> m = PPCA(input_dim=3, latent_dim=1)
+            >>> m.set_maximum_likelihood(x)
+            >>> S = torch.cov(x.T, correction=0)
+            >>> top = torch.linalg.eigvalsh(S)[-1]
+            >>> bool(torch.isclose(torch.linalg.eigvalsh(m.marginal().covariance_matrix)[-1], top))
+            True
+        """
+        c = self.config
+        if x.dim() != 2 or x.shape[1] != c.input_dim:
+            raise ValueError(f"expected rows of {c.input_dim} values, got a tensor of shape {tuple(x.shape)}")
+        if x.shape[0] < 2:
+            raise ValueError(f"the maximum-likelihood fit needs at least 2 rows, got {x.shape[0]}")
+        if c.latent_dim >= c.input_dim:
+            raise ValueError(f"the closed form needs latent_dim < input_dim, got {c.latent_dim} >= {c.input_dim}")
+        x64 = x.double()
+        mean = x64.mean(0)
+        eigenvalues, vectors = torch.linalg.eigh(torch.cov(x64.T, correction=0))  # ascending
+        eigenvalues, vectors = eigenvalues.flip(0).clamp_min(0), vectors.flip(1)
+        d = c.latent_dim
+        noise_var = eigenvalues[d:].mean().clamp_min(1e-12)
+        W = vectors[:, :d] * (eigenvalues[:d] - noise_var).clamp_min(0).sqrt()
+        like = self.loading.weight
+        self.loading.weight.copy_(W.to(like))
+        self.loading.bias.copy_(mean.to(like))
+        self.log_noise.copy_(0.5 * noise_var.log().to(like))
+        self.set_exact_guide()
+
     def mutual_information(self) -> torch.Tensor:
         r"""Exact :math:`I(x; z) = \tfrac12 \log\det M` under the model."""
         _, cov = self._posterior_params()
