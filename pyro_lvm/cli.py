@@ -175,11 +175,14 @@ def _columns(text: str) -> List[str]:
 
 
 def _add_gmm_train_options(p: argparse.ArgumentParser) -> None:
+    from pyro_lvm.runs_gmm import MIXTURE_FITS
+
     p.add_argument("--data-file", required=True, help="CSV file with a header row of numeric columns")
     p.add_argument("--columns", type=_columns, default=None, help="columns to use, e.g. a,b (default: all)")
     p.add_argument("--components", type=int, default=3)
     p.add_argument("--covariance", default="full", choices=tuple(COVARIANCES))
-    p.add_argument("--method", default="em", choices=("em", "svi", "nuts"))
+    p.add_argument("--method", default="em", choices=MIXTURE_FITS.names(),
+                   help="how the mixture is fitted (runs_gmm.MIXTURE_FITS)")
     p.add_argument("--restarts", type=int, default=5, help="EM k-means++ restarts (EM initializes every method)")
     p.add_argument("--tol", type=float, default=1e-6, help="EM tolerance on the mean log-likelihood")
     p.add_argument("--max-iter", type=int, default=1000)

@@ -1,4 +1,4 @@
-"""Gaussian-mixture runs from a CSV file: fit by EM, SVI or NUTS; choose K.
+"""Gaussian-mixture runs from a CSV file: fit by EM, SVI or NUTS (:data:`MIXTURE_FITS`); choose K.
 
 A run folder holds ``config.json``, ``checkpoint.pt`` (the fitted globals),
 ``params.json``, ``assignments.csv`` (responsibilities and MAP assignment of
@@ -24,9 +24,67 @@ from pyro_lvm.inference.em import fit_em
 from pyro_lvm.models.gmm import GMM
 from pyro_lvm.objectives.enum import EnumELBO
 from pyro_lvm.plotting import mixture_scatter, selection_curve
+from pyro_lvm.registry import Registry
 from pyro_lvm.train import TrainConfig, Trainer
 
-METHODS = ("em", "svi", "nuts")
+#: How a mixture is fitted, by name. EM's maximum-likelihood solution starts every method; the
+#: method's function ``(model, x, out, **settings) -> (total log-likelihood, metrics of its own)``
+#: takes the model from there, leaves in it the point estimate the run reports, and returns the
+#: log-likelihood that the BIC scores.
+MIXTURE_FITS: Registry = Registry("fitting method")
+
+
+def _log_likelihood(model: GMM, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return model.log_likelihood(x).sum().item()
+
+
+@MIXTURE_FITS.register("em")
+def fit_by_em(model: GMM, x: torch.Tensor, out: Path, **settings: Any):
+    """EM's maximum-likelihood globals, as they are."""
+    return _log_likelihood(model, x), {}
+
+
+@MIXTURE_FITS.register("svi")
+def fit_by_svi(model: GMM, x: torch.Tensor, out: Path, *, svi_steps: int, lr: float, seed: int, progress: bool,
+               **settings: Any):
+    """``svi_steps`` full-batch steps of Adam on the ELBO with the assignment enumerated (the exact
+    log-likelihood, :class:`~pyro_lvm.objectives.enum.EnumELBO`), from EM's solution."""
+    trainer = Trainer(model, EnumELBO(), x, config=TrainConfig(
+        epochs=svi_steps, batch_size=x.shape[0], lr=lr, seed=seed, progress=progress), run_dir=None)
+    trainer.fit()
+    return _log_likelihood(model, x), {"svi_steps": trainer.step}
+
+
+@MIXTURE_FITS.register("nuts")
+def fit_by_nuts(model: GMM, x: torch.Tensor, out: Path, *, num_samples: int, warmup: int, num_chains: int,
+                seed: int, progress: bool, **settings: Any):
+    """NUTS on the Bayesian mixture (:meth:`~pyro_lvm.models.GMM.bayesian_model`), its chains started
+    at EM's solution; writes ``posterior.nc``. The BIC scores EM's maximum; ``train_loglik_per_point``
+    is the log pointwise predictive density, and the model keeps the posterior means."""
+    from pyro_lvm.export.arviz import loo, save_netcdf
+    from pyro_lvm.inference.nuts import component_scale_tril, fit_nuts, rhat_max, to_arviz
+
+    n = x.shape[0]
+    mle_ll = _log_likelihood(model, x)
+    samples, loglik = fit_nuts(model, x, num_samples=num_samples, warmup=warmup, num_chains=num_chains,
+                               seed=seed, progress=progress)
+    idata = to_arviz(model, samples, loglik, x)
+    save_netcdf(idata, out / "posterior.nc")
+    flat = loglik.reshape(-1, n)
+    lppd = (torch.logsumexp(flat, 0) - math.log(flat.shape[0])).sum().item()
+    own: Dict[str, Any] = dict(train_loglik_per_point=lppd / n, mle_loglik_per_point=mle_ll / n,
+                               r_hat_max=rhat_max(samples), num_samples=num_samples, warmup=warmup,
+                               num_chains=num_chains)
+    try:
+        own["elpd_loo"] = float(loo(idata).elpd_loo)
+    except Exception as e:  # LOO is a diagnostic; report why it failed instead of crashing
+        own["elpd_loo_error"] = str(e)
+    with torch.no_grad():  # posterior means as the point estimate for the run's outputs
+        post = {k: v.reshape(-1, *v.shape[2:]).mean(0) for k, v in samples.items()}
+        L = component_scale_tril(model, {k: v.unsqueeze(0) for k, v in post.items()})[0]
+        model.set_parameters(post["weights"] / post["weights"].sum(), post["locs"], L @ L.transpose(-1, -2))
+    return mle_ll, own
 #: the files a mixture fit or a selection writes (``--overwrite`` removes these and nothing else)
 GMM_RUN_FILES = ("config.json", "checkpoint.pt", "params.json", "assignments.csv", "metrics.json", "scatter.png",
                  "posterior.nc")
@@ -60,8 +118,8 @@ def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full",
 
     Options, data and the folder (empty, or ``overwrite``) are checked before fitting.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in MIXTURE_FITS:
+        raise ValueError(f"method must be one of {tuple(MIXTURE_FITS)}, got {method!r}")
     for name, value in (("restarts", restarts), ("max_iter", max_iter), ("svi_steps", svi_steps),
                         ("num_samples", num_samples), ("num_chains", num_chains)):
         if int(value) != value or value < 1:
@@ -82,38 +140,12 @@ def train_gmm_run(data_file, out, components: int = 3, covariance: str = "full",
                                    "n_points": n, "columns": names, "em_iterations": em.iterations,
                                    "em_converged": em.converged, "em_restart_loglik": em.restart_logliks,
                                    "em_degenerate_restarts": em.degenerate_restarts}
-        with torch.no_grad():
-            mle_ll = model.log_likelihood(x).sum().item()
-        if method == "svi":
-            trainer = Trainer(model, EnumELBO(), x, config=TrainConfig(
-                epochs=svi_steps, batch_size=n, lr=lr, seed=seed, progress=progress), run_dir=None)
-            trainer.fit()
-            metrics["svi_steps"] = trainer.step
-            with torch.no_grad():
-                mle_ll = model.log_likelihood(x).sum().item()
-        metrics["train_loglik_per_point"] = mle_ll / n
-        metrics["bic"] = bic(mle_ll, n, components, d, covariance)
-        if method == "nuts":
-            from pyro_lvm.export.arviz import loo, save_netcdf
-            from pyro_lvm.inference.nuts import component_scale_tril, fit_nuts, rhat_max, to_arviz
-
-            samples, loglik = fit_nuts(model, x, num_samples=num_samples, warmup=warmup,
-                                       num_chains=num_chains, seed=seed, progress=progress)
-            idata = to_arviz(model, samples, loglik, x)
-            save_netcdf(idata, out / "posterior.nc")
-            flat = loglik.reshape(-1, n)
-            lppd = (torch.logsumexp(flat, 0) - math.log(flat.shape[0])).sum().item()
-            metrics.update(train_loglik_per_point=lppd / n, mle_loglik_per_point=mle_ll / n,
-                           r_hat_max=rhat_max(samples), num_samples=num_samples, warmup=warmup,
-                           num_chains=num_chains)
-            try:
-                metrics["elpd_loo"] = float(loo(idata).elpd_loo)
-            except Exception as e:  # LOO is a diagnostic; report why it failed instead of crashing
-                metrics["elpd_loo_error"] = str(e)
-            with torch.no_grad():  # posterior means as the point estimate for the outputs below
-                post = {k: v.reshape(-1, *v.shape[2:]).mean(0) for k, v in samples.items()}
-                L = component_scale_tril(model, {k: v.unsqueeze(0) for k, v in post.items()})[0]
-                model.set_parameters(post["weights"] / post["weights"].sum(), post["locs"], L @ L.transpose(-1, -2))
+        settings = dict(seed=seed, svi_steps=svi_steps, lr=lr, num_samples=num_samples, warmup=warmup,
+                        num_chains=num_chains, progress=progress)
+        loglik, own = MIXTURE_FITS.get(method)(model, x, out, **settings)
+        metrics["train_loglik_per_point"] = loglik / n
+        metrics["bic"] = bic(loglik, n, components, d, covariance)
+        metrics.update(own)
         _save_outputs(model, x, names, out, plot_columns, metrics, method)
         config = {"model": "gmm", "model_config": model.config_dict(), "data_file": str(data_file),
                   "columns": names, "method": method, "seed": seed, "restarts": restarts, "tol": tol,

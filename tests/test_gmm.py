@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -141,6 +142,40 @@ def test_cli_em_and_svi_from_csv(tmp_path, capsys):
                  "--svi-steps", "50", "--out", str(tmp_path / "svi"), "--no-progress"]) == 0
     svi = json.loads(capsys.readouterr().out)
     assert svi["train_loglik_per_point"] >= em["train_loglik_per_point"] - 1e-2
+
+
+def test_fitting_methods_come_from_their_registry(tmp_path, monkeypatch, capsys):
+    """The command line offers the registered methods, and a method registered anew runs in the
+    same pipeline: EM first, then the method, whose log-likelihood the BIC scores."""
+    from pyro_lvm import runs_gmm
+    from pyro_lvm.registry import Registry
+
+    assert runs_gmm.MIXTURE_FITS.names() == ["em", "nuts", "svi"]
+    csv = write_csv(tmp_path / "blobs.csv", blobs())
+    with pytest.raises(SystemExit) as usage:
+        main(["train", "gmm", "--data-file", str(csv), "--method", "gibbs", "--out", str(tmp_path / "g")])
+    assert usage.value.code == 2
+    assert re.search(r"invalid choice: 'gibbs' \(choose from '?em'?, '?nuts'?, '?svi'?\)", capsys.readouterr().err)
+
+    fits = Registry("fitting method")
+    for name in runs_gmm.MIXTURE_FITS.names():
+        fits.register(name)(runs_gmm.MIXTURE_FITS.get(name))
+    seen = {}
+
+    @fits.register("halved")
+    def halved(model, x, out, **settings):  # EM's fit, its log-likelihood reported halved
+        seen.update(settings)
+        return runs_gmm.fit_by_em(model, x, out)[0] / 2, {"halved": True}
+
+    monkeypatch.setattr(runs_gmm, "MIXTURE_FITS", fits)
+    em = runs_gmm.train_gmm_run(csv, tmp_path / "em", components=2, seed=0)
+    halved_run = runs_gmm.train_gmm_run(csv, tmp_path / "halved", components=2, method="halved", seed=0)
+    assert halved_run["halved"] is True and seen["seed"] == 0 and seen["svi_steps"] == 300
+    assert halved_run["train_loglik_per_point"] == pytest.approx(em["train_loglik_per_point"] / 2)
+    n = blobs().shape[0]
+    assert halved_run["bic"] == pytest.approx(bic(em["train_loglik_per_point"] * n / 2, n, 2, 2, "full"))
+    with pytest.raises(ValueError, match=r"method must be one of \('em', 'halved', 'nuts', 'svi'\)"):
+        runs_gmm.train_gmm_run(csv, tmp_path / "bad", components=2, method="gibbs")
 
 
 def test_cli_rejects_too_few_rows(tmp_path, capsys):
