@@ -21,6 +21,7 @@ from pyro_lvm.checkpoint import save_checkpoint
 from pyro_lvm.files import atomic_write, claim_output_folder, write_json
 from pyro_lvm.data.tabular import read_csv_table
 from pyro_lvm.inference.em import fit_em
+from pyro_lvm.models.covariance import COVARIANCES
 from pyro_lvm.models.gmm import GMM
 from pyro_lvm.objectives.enum import EnumELBO
 from pyro_lvm.plotting import mixture_scatter, selection_curve
@@ -94,7 +95,7 @@ SELECT_FILES = ("selection.json", "selection.png")
 
 def num_parameters(components: int, dim: int, covariance: str) -> int:
     """Free parameters of a mixture: weights, means and covariances."""
-    cov = {"full": dim * (dim + 1) // 2, "diag": dim, "spherical": 1}[covariance]
+    cov = COVARIANCES[covariance].free_parameters(dim)
     return (components - 1) + components * dim + components * cov
 
 

@@ -88,3 +88,19 @@ def test_the_prior_samples_lower_triangular_factors_with_the_structures_sites(na
         assert torch.equal(L, torch.diag_embed(L.diagonal(dim1=-2, dim2=-1)))
     if name == "spherical":
         assert trace.nodes["scales"]["value"].shape == (K,)
+
+
+@pytest.mark.parametrize("name", list(COVARIANCES))
+def test_free_parameters_count_what_raw_can_vary(name):
+    """The BIC's count: the rank of the map from ``raw`` to the covariances, at a generic point."""
+    s = COVARIANCES[name]
+    raw = s.raw_init(1, D).double() + 0.1 * torch.randn(s.raw_init(1, D).shape, dtype=torch.float64)
+    if name == "full":
+        raw = raw.tril()  # the entries above the diagonal are not used
+
+    def covariance(r):
+        L = s.scale_tril(r, 0.0, D)
+        return (L @ L.transpose(-1, -2)).flatten()
+
+    jacobian = torch.autograd.functional.jacobian(covariance, raw).reshape(D * D, -1)
+    assert torch.linalg.matrix_rank(jacobian).item() == s.free_parameters(D)

@@ -57,6 +57,10 @@ class CovarianceStructure:
         """``raw`` of identity covariances (before the floor)."""
         raise NotImplementedError
 
+    def free_parameters(self, dim: int) -> int:
+        """Free parameters of one component's covariance in ``dim`` dimensions (for the BIC)."""
+        raise NotImplementedError
+
     def scale_tril(self, raw: torch.Tensor, floor: float, dim: int) -> torch.Tensor:
         """The Cholesky factors :math:`L_k` that ``raw`` holds, shape ``(K, D, D)`` with ``D = dim``,
         every standard deviation raised by ``floor``."""
@@ -96,6 +100,9 @@ class Full(CovarianceStructure):
     """Any covariance: :math:`L_k` free below the diagonal, positive on it (softplus)."""
 
     name = "full"
+
+    def free_parameters(self, dim):
+        return dim * (dim + 1) // 2
 
     def raw_init(self, components, dim):
         raw = torch.zeros(components, dim, dim)
@@ -145,6 +152,9 @@ class Diagonal(CovarianceStructure):
 
     name = "diag"
 
+    def free_parameters(self, dim):
+        return dim
+
     def raw_init(self, components, dim):
         return torch.zeros(components, dim)
 
@@ -159,6 +169,9 @@ class Spherical(CovarianceStructure):
     """One variance per component: :math:`\\Sigma_k = \\sigma_k^2 I`."""
 
     name = "spherical"
+
+    def free_parameters(self, dim):
+        return 1
 
     def raw_init(self, components, dim):
         return torch.zeros(components)
