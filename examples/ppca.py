@@ -20,7 +20,7 @@ report can be checked against an exact number:
     python examples/ppca.py --dataset mnist --data-dir ../shared/data --latent-dim 32 --out runs/ppca_mnist
 
 Without ``--dataset`` it uses the small binarized MNIST shipped in the package. With the defaults
-(d = 16, 100 epochs of minibatches of 500, Adam at 0.01; 16 s on one CPU core) the trained model
+(d = 16, 100 epochs of minibatches of 500, Adam at 0.01; 16 s on two CPU cores) the trained model
 came within 1.2 nats per digit of the optimum's training log-likelihood; its test ELBO was 1.3
 nats under its exact test log-likelihood, the importance-sampled estimate (K = 100) 0.08 nats
 under it, and every principal angle's cosine was at least 0.995. Smaller minibatches leave
