@@ -238,6 +238,13 @@ class TracedLoss:
             return run
         return torch.compile(gm, mode=self.engine, dynamic=False, fullgraph=True)
 
+    def _eager_terms(self, x: torch.Tensor, step: Optional[float]) -> LossTerms:
+        """The objective's terms, Pyro running the model and the guide (parameters kept out of
+        Pyro's param store)."""
+        m = self.model
+        with param_store_registration(False):
+            return self.objective.terms(m.model, m.guide, x, data_size=self._step.data_size, step=step)
+
     def __call__(self, x: torch.Tensor, step: Optional[float] = None) -> LossTerms:
         """The loss terms on the minibatch ``x`` at training step ``step`` (default: the objective's
         :attr:`~pyro_lvm.objectives.base.Objective.step`), as
@@ -251,8 +258,7 @@ class TracedLoss:
         runs eagerly."""
         m = self.model
         if m.not_recordable_yet:  # e.g. state that the first step sets up: eagerly, as Pyro runs it
-            with param_store_registration(False):
-                return self.objective.terms(m.model, m.guide, x, data_size=self._step.data_size, step=step)
+            return self._eager_terms(x, step)
         key = (tuple(x.shape), x.dtype, x.device, self.model.training, torch.is_grad_enabled())
         weight = self._weight(self.objective.kl_weight(step), x.device)
         graph = self._graphs.get(key)
@@ -269,8 +275,7 @@ class TracedLoss:
         if gm is not None:  # the graph on the noise and the buffers that the eager run below sees again
             with _undone(x.device, tuple(m.buffers())):
                 replayed = self._gradients(_terms(gm(*self._tensors(), x, weight)))
-        with param_store_registration(False):
-            terms = self.objective.terms(m.model, m.guide, x, data_size=self._step.data_size, step=step)
+        terms = self._eager_terms(x, step)
         if gm is not None:
             if _same(replayed, self._gradients(terms, retain=True)):
                 self._graphs[key] = self._engine(gm, (*self._tensors(), x, weight))

@@ -84,8 +84,12 @@ class CovarianceStructure:
     def sample_scale_tril(self, loc: torch.Tensor, scale: torch.Tensor, lkj_concentration: float) -> torch.Tensor:
         """Sample :math:`L_k` from its prior, inside the ``components`` plate: standard deviations
         log-normal about the data's ``scale`` (and an LKJ correlation where the structure has one)."""
-        tau = pyro.sample("scales", dist.LogNormal(scale.log(), 1.0).to_event(1))
-        return torch.diag_embed(tau)
+        return torch.diag_embed(self._sample_scales(scale))
+
+    @staticmethod
+    def _sample_scales(scale: torch.Tensor) -> torch.Tensor:
+        """Each coordinate's standard deviation, log-normal about the data's ``scale``."""
+        return pyro.sample("scales", dist.LogNormal(scale.log(), 1.0).to_event(1))
 
     def initial_values(self, covariances: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The prior's sites at ``covariances`` (to start NUTS at a fitted model)."""
@@ -127,7 +131,7 @@ class Full(CovarianceStructure):
         return torch.stack(covs) + reg * eye
 
     def sample_scale_tril(self, loc, scale, lkj_concentration):
-        tau = pyro.sample("scales", dist.LogNormal(scale.log(), 1.0).to_event(1))
+        tau = self._sample_scales(scale)
         if scale.shape[-1] == 1:  # one dimension: no correlation to sample
             return torch.diag_embed(tau)
         omega = pyro.sample("corr_cholesky", dist.LKJCholesky(
@@ -142,8 +146,8 @@ class Full(CovarianceStructure):
         return values
 
     def scale_tril_of_draws(self, draws, dim):
-        if "corr_cholesky" not in draws:
-            return torch.diag_embed(draws["scales"])
+        if "corr_cholesky" not in draws:  # one dimension
+            return super().scale_tril_of_draws(draws, dim)
         return draws["scales"][..., :, None] * draws["corr_cholesky"]
 
 
